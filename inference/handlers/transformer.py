@@ -59,7 +59,7 @@ class TextGenerationHandler:
             pass
 
     # --- decode ------------------------------------------------------------------
-    def decode(self, payload: Any) -> GenerateRequest:
+    def decode(self, payload: Any, accept: str | None = None) -> GenerateRequest:
         if isinstance(payload, str):  # a bare JSON string is a prompt with defaults
             payload = {"inputs": payload}
         try:
