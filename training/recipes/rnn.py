@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from training import checkpoint
 from training.artifact import Artifact, ArtifactError, write_artifact
 from training.config import TrainConfig
 from training.data import tokens as token_data
@@ -160,6 +161,9 @@ class Recipe:
             return corpus.melodies, load_midi_folder(scan_folder(validation_dir)).melodies
         return token_data.split(corpus.melodies, self.run.val_fraction, self.run.seed,
                                 corpus.source)
+
+    def state_objects(self) -> dict[str, checkpoint.Stateful]:
+        return {"model": self.model, "optimizer": self.optimizer, "batches": self.batches}
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _, loss, _ = self.model(x, y)
