@@ -1,0 +1,69 @@
+"""Instance autoscaling of an endpoint variant."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from constructs import Construct
+
+
+class EndpointScaling(Construct):
+    """Target tracking on load, with an optional night-time cap for non-production.
+
+    Real-time endpoints track invocations per instance (per minute, SageMaker's own
+    metric). Asynchronous endpoints track their queue instead (backlog per instance)
+    and, when their floor is 0, a step policy starts the first instance as soon as a
+    request waits with no capacity to run it.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, endpoint_name: str,
+                 variant_name: str, asynchronous: bool, min_instances: int,
+                 max_instances: int, target_per_instance: int,
+                 scale_down_at_night: bool) -> None:
+        super().__init__(scope, construct_id)
+        self.target = appscaling.ScalableTarget(
+            self, "Target",
+            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+            resource_id=f"endpoint/{endpoint_name}/variant/{variant_name}",
+            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            min_capacity=min_instances,
+            max_capacity=max_instances,
+        )
+        cooldowns = {"scale_in_cooldown": Duration.minutes(5),
+                     "scale_out_cooldown": Duration.minutes(1)}
+        if asynchronous:
+            self.target.scale_to_track_metric(
+                "Backlog", target_value=target_per_instance, **cooldowns,
+                custom_metric=cloudwatch.Metric(
+                    namespace="AWS/SageMaker", metric_name="ApproximateBacklogSizePerInstance",
+                    dimensions_map={"EndpointName": endpoint_name},
+                    statistic="Average", period=Duration.minutes(1)))
+            if min_instances == 0:
+                self.target.scale_on_metric(
+                    "StartFromZero",
+                    metric=cloudwatch.Metric(
+                        namespace="AWS/SageMaker", metric_name="HasBacklogWithoutCapacity",
+                        dimensions_map={"EndpointName": endpoint_name},
+                        statistic="Average", period=Duration.minutes(1)),
+                    scaling_steps=[appscaling.ScalingInterval(upper=0.5, change=0),
+                                   appscaling.ScalingInterval(lower=0.5, change=1)],
+                    adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+                    cooldown=Duration.minutes(5))
+        else:
+            self.target.scale_to_track_metric(
+                "Invocations", target_value=target_per_instance, **cooldowns,
+                predefined_metric=(appscaling.PredefinedMetric
+                                   .SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE))
+
+        if scale_down_at_night and max_instances > min_instances:
+            # Outside 07:00-19:00 UTC on weekdays the ceiling drops to the floor, so a
+            # forgotten dev endpoint costs its minimum, not its maximum, overnight.
+            self.target.scale_on_schedule(
+                "NightCap", schedule=appscaling.Schedule.cron(
+                    minute="0", hour="19", week_day="MON-FRI"),
+                min_capacity=min_instances, max_capacity=min_instances)
+            self.target.scale_on_schedule(
+                "MorningRestore", schedule=appscaling.Schedule.cron(
+                    minute="0", hour="7", week_day="MON-FRI"),
+                min_capacity=min_instances, max_capacity=max_instances)
