@@ -64,7 +64,7 @@ def build(app: App) -> list[Stack]:
         access_log_days=settings.access_log_days,
     )
     training = TrainingStack(
-        app, f"{prefix}-training", env=env, project=settings.project,
+        app, f"{prefix}-training", env=env, project=settings.project, name_prefix=prefix,
         description=f"{settings.project} ({settings.stage}): roles, image, pipeline",
         storage=data.storage, key=data.key, project_root=PROJECT_ROOT,
         use_vpc=settings.use_vpc, training_instance_type=settings.training_instance_type,
@@ -73,7 +73,7 @@ def build(app: App) -> list[Stack]:
     stacks: list[Stack] = [data, training]
     if settings.serving:
         stacks.append(ServingStack(
-            app, f"{prefix}-serving", env=env, settings=settings,
+            app, f"{prefix}-serving", env=env, name_prefix=prefix, settings=settings,
             description=f"{settings.project} ({settings.stage}): model endpoint",
             storage=data.storage, key=data.key, training=training,
             scale_down_at_night=profile.scale_down_at_night,

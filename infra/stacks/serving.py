@@ -18,7 +18,8 @@ from infra.stacks.training import TrainingStack
 
 
 class ServingStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings,
+    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str,
+                 settings: Settings,
                  storage: Storage, key: kms.IKey, training: TrainingStack,
                  scale_down_at_night: bool, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -26,7 +27,7 @@ class ServingStack(Stack):
         network = training.network
         artifacts = f"s3://{storage.artifacts.bucket_name}/"
         self.endpoint = ModelEndpoint(
-            self, "Endpoint", endpoint_name=construct_id,
+            self, "Endpoint", endpoint_name=f"{name_prefix}-endpoint",
             role=training.execution_role, key=key,
             source=ModelSource(image_uri=training.image.image_uri,
                                model_artifact=settings.model_artifact,

@@ -21,12 +21,13 @@ from infra.pipeline_definition import PipelineInputs
 
 class TrainingStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, project: str,
-                 storage: Storage, key: kms.IKey, project_root: Path, use_vpc: bool,
+                 name_prefix: str, storage: Storage, key: kms.IKey, project_root: Path,
+                 use_vpc: bool,
                  training_instance_type: str, family: str, max_val_loss: float,
                  **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.image = ProjectImage(self, "Image", project_root=project_root)
-        self.registry = ModelRegistry(self, "Registry", group_name=construct_id)
+        self.registry = ModelRegistry(self, "Registry", group_name=f"{name_prefix}-models")
         self.network = (JobNetwork(self, "Network", flow_log_bucket=storage.access_logs)
                         if use_vpc else None)
 
@@ -59,7 +60,7 @@ class TrainingStack(Stack):
         pipeline_role.allow_key_use(key)
 
         self.pipeline = TrainingPipeline(
-            self, "Pipeline", pipeline_name=f"{construct_id}-pipeline",
+            self, "Pipeline", pipeline_name=f"{name_prefix}-train",
             pipeline_role=pipeline_role.role,
             inputs=PipelineInputs(
                 role_arn=execution.role_arn,
