@@ -42,6 +42,7 @@ class SageMakerRole(Construct):
             description=description,
         )
         self._stack = Stack.of(self)
+        self._acknowledged: set[str] = set()
 
     @property
     def role_arn(self) -> str:
@@ -53,7 +54,9 @@ class SageMakerRole(Construct):
             actions=actions, resources=resources, conditions=conditions))
 
     def _acknowledge_wildcard(self, finding: str, reason: str) -> None:
-        acknowledge(self.role, rule=f"AwsSolutions-IAM5[{finding}]", reason=reason)
+        if finding not in self._acknowledged:  # read and write may share a prefix
+            self._acknowledged.add(finding)
+            acknowledge(self.role, rule=f"AwsSolutions-IAM5[{finding}]", reason=reason)
 
     def allow_read(self, bucket: s3.IBucket, *, prefix: str) -> None:
         """Read objects under `prefix` and list only that prefix."""
@@ -82,9 +85,9 @@ class SageMakerRole(Construct):
         arn = self._stack.resolve(bucket_arn)
         self._acknowledge_wildcard(
             f"Resource::{_nag_text(arn)}/{prefix}*",
-            f"Object keys under {prefix} are named by jobs at run time (job names, "
-            "checkpoints, captured requests); the statement is limited to that prefix "
-            "of a bucket this project owns.")
+            f"Object keys under {prefix} are created at run time (data files, job "
+            "outputs, captured requests), so only a prefix can match them; the "
+            "statement is limited to that prefix of a bucket this project owns.")
 
     def allow_key_use(self, key: kms.IKey) -> None:
         """Encrypt and decrypt with the project key (S3 objects, volumes, capture)."""

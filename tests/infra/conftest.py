@@ -103,7 +103,7 @@ def synthesize(context: dict[str, Any], outdir: Path) -> Assembly:
     try:
         app.synth()
     except RuntimeError as err:  # jsii surfaces the plugin's ValidationFailed like this
-        if "Validation failed" not in str(err):
+        if "ValidationFailed" not in str(err):
             raise
         error = str(err)
     seconds = time.perf_counter() - started
