@@ -8,6 +8,7 @@ raised here so that the nag test can report it and the other tests still run.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -22,6 +23,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+INSTALL_HINT = "the infra extra is not installed: pip install -e '.[infra]'"
+MISSING = [name for name in ("aws_cdk", "cdk_nag", "cfnlint", "moto")
+           if importlib.util.find_spec(name) is None]
+if MISSING and IN_CI:
+    # In CI a missing package is a broken setup, never a reason to skip.
+    raise ImportError(f"{', '.join(MISSING)} missing: {INSTALL_HINT}")
 
 # A model artifact and a model package that the serving variants name.
 MODEL_ARTIFACT = "s3://example-artifacts/models/job-1/output/model.tar.gz"
@@ -117,6 +126,8 @@ def synthesize(context: dict[str, Any], outdir: Path) -> Assembly:
 @pytest.fixture(scope="session")
 def assemblies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Assembly]]:
     """All variants, synthesised lazily on first use and kept for the session."""
+    if MISSING:
+        pytest.skip(f"{', '.join(MISSING)} missing: {INSTALL_HINT}")
     base = tmp_path_factory.mktemp("cdk")
     env_before = {k: os.environ.pop(k) for k in ("CDK_DEFAULT_ACCOUNT", "CDK_DEFAULT_REGION")
                   if k in os.environ}
@@ -164,7 +175,7 @@ def require_cdk_cli() -> Path:
     if cli is None:
         message = ("the pinned CDK CLI is not installed: run `npm ci` (or "
                    "`bash .ci/setup-cdk.sh`) in the repository root")
-        if os.environ.get("CI", "").lower() == "true":
+        if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
     return cli

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk.assertions import Match
+import pytest
 
-from .conftest import Assembly
+from .conftest import INSTALL_HINT, Assembly
+
+Match = pytest.importorskip("aws_cdk.assertions", reason=INSTALL_HINT).Match
 
 
 def buckets(template: Any) -> dict[str, dict[str, Any]]:

@@ -26,7 +26,7 @@ import pytest
 
 from infra.outputs import load_outputs
 
-from .conftest import MODEL_ARTIFACT, REPO_ROOT, require_cdk_cli
+from .conftest import INSTALL_HINT, MISSING, MODEL_ARTIFACT, REPO_ROOT, require_cdk_cli
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
@@ -114,6 +114,8 @@ def deployed_details(endpoint: str, outputs: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cycle]:
+    if MISSING:
+        pytest.skip(f"{', '.join(MISSING)} missing: {INSTALL_HINT}")
     cli = require_cdk_cli()
     work = tmp_path_factory.mktemp("deploy")
     port = free_port()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import VARIANTS, Assembly
+from .conftest import INSTALL_HINT, VARIANTS, Assembly
 
 # Rule families the project acknowledges, each with the construct allowed to need it.
 EXPECTED = {
@@ -80,6 +80,7 @@ def test_report_acknowledgment_count(assemblies: dict[str, Assembly],
 
 def test_the_checks_do_fail_a_non_compliant_app(tmp_path: Path) -> None:
     """The plugin is live: a bucket without TLS enforcement or logging fails synthesis."""
+    pytest.importorskip("cdk_nag", reason=INSTALL_HINT)
     from aws_cdk import App, Stack, Validations
     from aws_cdk import aws_s3 as s3
     from cdk_nag import AwsSolutionsChecks

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aws_cdk.assertions import Match
 
-from .conftest import MODEL_ARTIFACT, MODEL_PACKAGE, Assembly
+from .conftest import INSTALL_HINT, MODEL_ARTIFACT, MODEL_PACKAGE, Assembly
+
+Match = pytest.importorskip("aws_cdk.assertions", reason=INSTALL_HINT).Match
 
 
 def test_no_serving_stack_until_a_model_is_named(default: Assembly) -> None:

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aws_cdk.assertions import Match
+import pytest
 
-from .conftest import Assembly
+from .conftest import INSTALL_HINT, Assembly
+
+Match = pytest.importorskip("aws_cdk.assertions", reason=INSTALL_HINT).Match
 
 # APIs that IAM only authorises on "*"; any other action on "*" is a defect.
 RESOURCELESS_ACTIONS = {
