@@ -45,17 +45,9 @@ class DeployOutputs(TypedDict):
     endpoint_name: NotRequired[str]  # only with a serving stack
 
 
-_REQUIRED = {
-    "data_bucket": DATA_BUCKET,
-    "artifact_bucket": ARTIFACT_BUCKET,
-    "capture_bucket": CAPTURE_BUCKET,
-    "access_log_bucket": ACCESS_LOG_BUCKET,
-    "key_arn": KEY_ARN,
-    "execution_role_arn": EXECUTION_ROLE_ARN,
-    "image_uri": IMAGE_URI,
-    "model_package_group": MODEL_PACKAGE_GROUP,
-    "pipeline_name": PIPELINE_NAME,
-}
+# Outputs every deployment has (the data and training stacks).
+REQUIRED = (DATA_BUCKET, ARTIFACT_BUCKET, CAPTURE_BUCKET, ACCESS_LOG_BUCKET, KEY_ARN,
+            EXECUTION_ROLE_ARN, IMAGE_URI, MODEL_PACKAGE_GROUP, PIPELINE_NAME)
 
 
 class OutputsError(ValueError):
@@ -86,11 +78,21 @@ def load_outputs(path: str | Path, *, project: str = "genkiln", stage: str = "de
         if stack_name.startswith(prefix) and isinstance(values, dict):
             merged.update({str(k): str(v) for k, v in values.items()})
 
-    missing = sorted(name for name in _REQUIRED.values() if name not in merged)
+    missing = sorted(name for name in REQUIRED if name not in merged)
     if missing:
         raise OutputsError(f"{path} has no {', '.join(missing)} for stacks {prefix}*: "
                            "deploy the data and training stacks of that stage")
-    outputs = DeployOutputs(**{field: merged[name] for field, name in _REQUIRED.items()})
+    outputs = DeployOutputs(
+        data_bucket=merged[DATA_BUCKET],
+        artifact_bucket=merged[ARTIFACT_BUCKET],
+        capture_bucket=merged[CAPTURE_BUCKET],
+        access_log_bucket=merged[ACCESS_LOG_BUCKET],
+        key_arn=merged[KEY_ARN],
+        execution_role_arn=merged[EXECUTION_ROLE_ARN],
+        image_uri=merged[IMAGE_URI],
+        model_package_group=merged[MODEL_PACKAGE_GROUP],
+        pipeline_name=merged[PIPELINE_NAME],
+    )
     if SUBNET_IDS in merged:
         outputs["subnet_ids"] = [s for s in merged[SUBNET_IDS].split(",") if s]
     if SECURITY_GROUP_ID in merged:

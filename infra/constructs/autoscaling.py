@@ -30,11 +30,12 @@ class EndpointScaling(Construct):
             min_capacity=min_instances,
             max_capacity=max_instances,
         )
-        cooldowns = {"scale_in_cooldown": Duration.minutes(5),
-                     "scale_out_cooldown": Duration.minutes(1)}
+        # Scale out fast, scale in slowly: a model takes minutes to load on a new instance.
+        scale_in, scale_out = Duration.minutes(5), Duration.minutes(1)
         if asynchronous:
             self.target.scale_to_track_metric(
-                "Backlog", target_value=target_per_instance, **cooldowns,
+                "Backlog", target_value=target_per_instance,
+                scale_in_cooldown=scale_in, scale_out_cooldown=scale_out,
                 custom_metric=cloudwatch.Metric(
                     namespace="AWS/SageMaker", metric_name="ApproximateBacklogSizePerInstance",
                     dimensions_map={"EndpointName": endpoint_name},
@@ -52,7 +53,8 @@ class EndpointScaling(Construct):
                     cooldown=Duration.minutes(5))
         else:
             self.target.scale_to_track_metric(
-                "Invocations", target_value=target_per_instance, **cooldowns,
+                "Invocations", target_value=target_per_instance,
+                scale_in_cooldown=scale_in, scale_out_cooldown=scale_out,
                 predefined_metric=(appscaling.PredefinedMetric
                                    .SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE))
 

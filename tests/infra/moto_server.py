@@ -36,4 +36,4 @@ def _create_key_in_api_shapes(cls: type, resource_name: str, cloudformation_json
 Key.create_from_cloudformation_json = classmethod(_create_key_in_api_shapes)  # type: ignore[assignment]
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])

@@ -174,7 +174,7 @@ def run_cycle(cli: Path, work: Path, endpoint: str) -> Cycle:
     outputs = load_outputs(outputs_file)
     raw_outputs = json.loads(outputs_file.read_text())
     deployed = snapshot(endpoint, [outputs["key_arn"]])
-    details = deployed_details(endpoint, outputs)
+    details = deployed_details(endpoint, dict(outputs))
     seconds["destroy"] = cdk("destroy", "--all", "--force")
     destroyed = snapshot(endpoint, [outputs["key_arn"]])
     seconds["total"] = sum(seconds.values())

@@ -83,7 +83,7 @@ def test_the_stacks_declare_every_output_the_reader_needs(default: Assembly,
                                                           prod: Assembly) -> None:
     declared = {name for template in default.stacks.values()
                 for name in template.get("Outputs", {})}
-    assert set(outputs._REQUIRED.values()) <= declared
+    assert set(outputs.REQUIRED) <= declared
     declared_prod = {name for template in prod.stacks.values()
                      for name in template.get("Outputs", {})}
     assert {outputs.ENDPOINT_NAME, outputs.SUBNET_IDS,

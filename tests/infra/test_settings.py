@@ -11,11 +11,12 @@ from .conftest import cdk_json_context
 
 
 def from_context(**values: object) -> Settings:
-    return Settings.from_context({KEYS[k]: v for k, v in values.items()}.get)
+    context = {KEYS[k]: v for k, v in values.items()}
+    return Settings.from_context(lambda key: context.get(key))
 
 
 def test_defaults_need_no_context() -> None:
-    settings = Settings.from_context({}.get)
+    settings = Settings.from_context(lambda key: None)
     assert settings == Settings()
     assert not settings.serving
 
@@ -65,7 +66,8 @@ def test_cdk_json_sets_every_key_and_no_unknown_one() -> None:
 
 
 def test_cdk_json_defaults_are_the_documented_defaults() -> None:
-    assert Settings.from_context(cdk_json_context().get) == Settings()
+    context = cdk_json_context()
+    assert Settings.from_context(lambda key: context.get(key)) == Settings()
 
 
 def test_every_key_is_documented() -> None:
