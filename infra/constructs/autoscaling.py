@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
 from constructs import Construct
+
+_SERVICE_LINKED_ROLE = ("aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
+                        "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint")
 
 
 class EndpointScaling(Construct):
@@ -22,6 +26,13 @@ class EndpointScaling(Construct):
                  max_instances: int, target_per_instance: int,
                  scale_down_at_night: bool) -> None:
         super().__init__(scope, construct_id)
+        # Application Auto Scaling acts for SageMaker through its service-linked role
+        # (created with the first scaling policy of the account); naming it keeps CDK
+        # from adding a role of its own that nothing would use.
+        service_linked_role = iam.Role.from_role_arn(
+            self, "ServiceLinkedRole", Stack.of(self).format_arn(
+                service="iam", region="", resource="role",
+                resource_name=_SERVICE_LINKED_ROLE), mutable=False)
         self.target = appscaling.ScalableTarget(
             self, "Target",
             service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
@@ -29,6 +40,7 @@ class EndpointScaling(Construct):
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
             min_capacity=min_instances,
             max_capacity=max_instances,
+            role=service_linked_role,
         )
         # Scale out fast, scale in slowly: a model takes minutes to load on a new instance.
         scale_in, scale_out = Duration.minutes(5), Duration.minutes(1)

@@ -51,7 +51,10 @@ def test_autoscaling_tracks_invocations_within_the_context_bounds(prod_serving: 
         "ServiceNamespace": "sagemaker", "MinCapacity": 2, "MaxCapacity": 6,
         "ResourceId": "endpoint/genkiln-prod-endpoint/variant/AllTraffic",
         "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
-        "ScheduledActions": Match.absent()})  # production is never capped at night
+        "ScheduledActions": Match.absent(),  # production is never capped at night
+        "RoleARN": {"Fn::Join": ["", Match.array_with([Match.string_like_regexp(
+            "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint$")])]}})
+    prod_serving.resource_count_is("AWS::IAM::Role", 0)  # no role of the stack's own
     prod_serving.has_resource_properties("AWS::ApplicationAutoScaling::ScalingPolicy", {
         "PolicyType": "TargetTrackingScaling",
         "TargetTrackingScalingPolicyConfiguration": Match.object_like({
