@@ -10,11 +10,11 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infra import layout, outputs
-from infra.constructs.execution_role import SageMakerRole
 from infra.constructs.image import ProjectImage
 from infra.constructs.model_registry import ModelRegistry
 from infra.constructs.network import JobNetwork
 from infra.constructs.pipeline import TrainingPipeline
+from infra.constructs.sagemaker_role import SageMakerRole
 from infra.constructs.storage import Storage
 from infra.pipeline_definition import PipelineInputs
 

@@ -8,8 +8,6 @@ a bucket prefix, a key, a repository or a name pattern owned by this project.
 
 from __future__ import annotations
 
-import json
-
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
@@ -17,7 +15,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.nag import acknowledge
+from infra.nag import acknowledge, resource_text
 
 _S3_READ = ["s3:GetObject", "s3:GetObjectVersion"]
 _S3_WRITE = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
@@ -82,9 +80,8 @@ class SageMakerRole(Construct):
         return owner.export_value(bucket.bucket_arn)
 
     def _acknowledge_objects(self, bucket_arn: str, prefix: str) -> None:
-        arn = self._stack.resolve(bucket_arn)
         self._acknowledge_wildcard(
-            f"Resource::{_nag_text(arn)}/{prefix}*",
+            f"Resource::{resource_text(self._stack, bucket_arn)}/{prefix}*",
             f"Object keys under {prefix} are created at run time (data files, job "
             "outputs, captured requests), so only a prefix can match them; the "
             "statement is limited to that prefix of a bucket this project owns.")
@@ -113,8 +110,8 @@ class SageMakerRole(Construct):
                     resources=[log_groups, f"{log_groups}:log-stream:*"])
         self._allow(actions=["cloudwatch:PutMetricData"], resources=["*"],
                     conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}})
-        for finding in (f"Resource::{_nag_text(self._stack.resolve(log_groups))}",
-                        f"Resource::{_nag_text(self._stack.resolve(log_groups))}"
+        for finding in (f"Resource::{resource_text(self._stack, log_groups)}",
+                        f"Resource::{resource_text(self._stack, log_groups)}"
                         ":log-stream:*"):
             self._acknowledge_wildcard(
                 finding,
@@ -158,26 +155,8 @@ class SageMakerRole(Construct):
                     resources=[group_arn, packages])
         for arn in (*jobs, packages):
             self._acknowledge_wildcard(
-                f"Resource::{_nag_text(self._stack.resolve(arn))}",
+                f"Resource::{resource_text(self._stack, arn)}",
                 "Pipelines name each job and model package version at run time; the "
                 "pattern admits only jobs started by a pipeline and versions in this "
                 "project's model package group.")
 
-
-def _nag_text(value: object) -> str:
-    """Render a resolved CloudFormation value the way cdk-nag prints it in finding IDs."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and len(value) == 1:
-        (fn, arg), = value.items()
-        if fn == "Ref":
-            return f"<{arg}>"
-        if fn == "Fn::GetAtt":
-            return f"<{arg[0]}.{arg[1]}>"
-        if fn == "Fn::ImportValue":
-            return _nag_text(arg)
-        if fn == "Fn::Join":
-            separator, parts = arg
-            return separator.join(_nag_text(p) for p in parts)
-    # cdk-nag prints any other intrinsic (Fn::ImportValue, ...) as compact JSON.
-    return json.dumps(value, separators=(",", ":"))
