@@ -159,7 +159,7 @@ def test_image_asset_builds_the_root_dockerfile_without_local_clutter(
     assert source.get("platform") == "linux/amd64"
     context = default.outdir / source["directory"]
     assert (context / "Dockerfile").is_file()
-    assert (context / "infra" / "app.py").is_file()
+    assert (context / "pyproject.toml").is_file()  # the image installs the package
     for clutter in (".venv", "node_modules", "cdk.out", ".git", ".pytest_cache"):
         assert not (context / clutter).exists(), clutter
     assert not list(Path(context).rglob("__pycache__"))
