@@ -94,3 +94,18 @@ def test_the_checks_do_fail_a_non_compliant_app(tmp_path: Path) -> None:
     rules = {v["ruleName"] for p in report["pluginReports"] for v in p["violations"]}
     assert {"AwsSolutions-S1", "AwsSolutions-S10"} <= rules
 
+
+
+def test_resource_text_quotes_findings_as_cdk_nag_prints_them() -> None:
+    pytest.importorskip("aws_cdk", reason=INSTALL_HINT)
+    from aws_cdk import App, Aws, Fn, Stack
+
+    from infra.nag import resource_text
+
+    stack = Stack(App(), "S")
+    assert resource_text(stack, "*") == "*"
+    assert resource_text(stack, Fn.import_value("other:Export")) == "other:Export"
+    assert (resource_text(stack, f"arn:aws:logs:eu-west-1:{Aws.ACCOUNT_ID}:log-group:/x/*")
+            == "arn:aws:logs:eu-west-1:<AWS::AccountId>:log-group:/x/*")
+    assert (resource_text(stack, Fn.select(0, Fn.get_azs()))
+            == '{"Fn::Select":[0,{"Fn::GetAZs":""}]}')
