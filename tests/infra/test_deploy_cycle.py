@@ -248,4 +248,5 @@ def test_destroy_removes_what_deploy_created(cycle: Cycle) -> None:
 
 
 def test_cycle_fits_the_time_budget(cycle: Cycle) -> None:
-    assert cycle.seconds["total"] < 300, cycle.seconds
+    # Unloaded, the cycle takes about a minute on 2 cores; 7 minutes means something hangs.
+    assert cycle.seconds["total"] < 420, cycle.seconds
