@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -37,7 +38,10 @@ MODES = ("local", "container", "sagemaker")
 DEFAULT_IMAGE = "genkiln:latest"
 IMAGE_ENV = "GENKILN_IMAGE"
 DEFAULT_OUTPUTS_FILE = "cdk-outputs.json"
-TRAIN_CHANNEL = "train"
+DEFAULT_FAMILY = "transformer"
+DEFAULT_MODEL_DIR = "artifacts/model"
+# SageMaker channel name -> the `genkiln train` flag that names its data.
+CHANNEL_FLAGS = {"train": "data", "validation": "validation"}
 # SageMaker's own defaults for a training job: one day of run time.
 DEFAULT_MAX_RUN_S = 24 * 3600
 
@@ -129,31 +133,40 @@ def add_training_launch_arguments(parser: argparse.ArgumentParser) -> None:
 def launch_training(args: argparse.Namespace, hyperparameters: Mapping[str, str]) -> int:
     """Run `genkiln train` for `--mode container|sagemaker`; returns the exit status.
 
-    `args` carries the launch flags above plus the training command's `--data` (a folder,
-    or an S3 URI in sagemaker mode) and `--model-dir` (where container mode copies the
-    artifact). Hyperparameters are the extra `--key value` tokens, as strings.
+    `args` carries the launch flags above plus the training command's `--data` and
+    `--validation` (folders or files; S3 URIs too in sagemaker mode) and `--model-dir`
+    (where container mode puts the artifact). Hyperparameters are the extra
+    `--key value` tokens, as strings.
     """
-    family = hyperparameters.get("family") or getattr(args, "family", None) or "transformer"
-    channels = {TRAIN_CHANNEL: args.data} if getattr(args, "data", None) else {}
+    try:
+        return _launch_training(args, hyperparameters)
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"genkiln train: {err}", file=sys.stderr)
+        return 1
+
+
+def _launch_training(args: argparse.Namespace, hyperparameters: Mapping[str, str]) -> int:
+    channels = {name: str(getattr(args, flag)) for name, flag in CHANNEL_FLAGS.items()
+                if getattr(args, flag, None)}
     launch = TrainingLaunch(
-        family=family,
+        family=hyperparameters.get("family", DEFAULT_FAMILY),
         hyperparameters={str(k): str(v) for k, v in hyperparameters.items()},
         channels=channels,
         instance_type=args.instance_type,
         instance_count=args.instance_count,
         job_name=args.job_name,
-        spot=getattr(args, "spot", False),
-        max_run_s=getattr(args, "max_run", DEFAULT_MAX_RUN_S),
-        max_wait_s=getattr(args, "max_wait", None),
-        checkpoint_s3_uri=getattr(args, "checkpoint_s3_uri", None),
-        wait=getattr(args, "wait", True),
+        spot=args.spot,
+        max_run_s=args.max_run,
+        max_wait_s=args.max_wait,
+        checkpoint_s3_uri=args.checkpoint_s3_uri,
+        wait=args.wait,
     )
     if args.mode == "container":
         image = args.image or os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
-        model_dir = Path(getattr(args, "model_dir", None) or "artifacts/model")
+        model_dir = Path(getattr(args, "model_dir", None) or DEFAULT_MODEL_DIR)
         result = train_in_container(launch, image=image, model_dir=model_dir,
                                     region=args.region)
-        print(f"model artifact: {result.model_dir} ({result.model_tarball})")
+        print(f"model artifact: {result.model_dir} (and {result.model_tarball})")
         return 0
     if args.mode == "sagemaker":
         targets = resolve_targets(args)
@@ -227,40 +240,54 @@ def train_in_container(
 
     Raises RuntimeError with the container's `/opt/ml/output/failure` text when it fails.
     """
-    for name, folder in launch.channels.items():
-        if folder.startswith("s3://") or not Path(folder).is_dir():
-            raise ValueError(f"container mode reads channels from local folders; "
-                             f"channel {name!r} is {folder!r}")
+    for name, source in launch.channels.items():
+        if source.startswith("s3://") or not Path(source).exists():
+            raise ValueError(f"container mode reads channels from local folders or files; "
+                             f"channel {name!r} is {source!r}")
     instance_type = launch.instance_type or "local_cpu"
     if instance_type not in ("local_cpu", "local_gpu"):
         raise ValueError(f"container mode runs on local_cpu or local_gpu, not {instance_type}")
     with sagemaker_sdk.telemetry_opted_out():
-        from sagemaker.train import ModelTrainer
         from sagemaker.core.training.configs import Compute, InputData
+        from sagemaker.train import ModelTrainer
         from sagemaker.train.model_trainer import Mode
 
         root = Path(tempfile.mkdtemp(prefix="genkiln-local-"))
-        trainer = ModelTrainer(
-            training_image=image,
-            training_mode=Mode.LOCAL_CONTAINER,
-            sagemaker_session=sagemaker_sdk.local_session(region),
-            compute=Compute(instance_type=instance_type, instance_count=launch.instance_count),
-            hyperparameters=dict(launch.hyperparameters),
-            base_job_name=launch.base_job_name(),
-            local_container_root=str(root),
-        )
-        inputs = [InputData(channel_name=name, data_source=str(Path(folder).resolve()))
-                  for name, folder in launch.channels.items()]
-        failure: Exception | None = None
         try:
-            trainer.train(input_data_config=inputs or None, wait=True)
-        except RuntimeError as err:  # the SDK raises when Compose exits non-zero
-            failure = err
-        try:
+            trainer = ModelTrainer(
+                training_image=image,
+                training_mode=Mode.LOCAL_CONTAINER,
+                sagemaker_session=sagemaker_sdk.local_session(region),
+                compute=Compute(instance_type=instance_type,
+                                instance_count=launch.instance_count),
+                hyperparameters=dict(launch.hyperparameters),
+                base_job_name=launch.base_job_name(),
+                local_container_root=str(root),
+            )
+            inputs = [InputData(channel_name=name,
+                                data_source=str(_as_folder(Path(source), root)))
+                      for name, source in launch.channels.items()]
+            failure: Exception | None = None
+            try:
+                trainer.train(input_data_config=inputs or None, wait=True)
+            except RuntimeError as err:  # the SDK raises when Compose exits non-zero
+                failure = err
             return _collect_local_artifact(root, model_dir, failure)
         finally:
             compose_down(root / "docker-compose.yaml")
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _as_folder(source: Path, root: Path) -> Path:
+    """A folder to mount as a channel: the source itself, or a folder holding a file.
+
+    Local mode bind-mounts each channel at /opt/ml/input/data/NAME, which must be a folder.
+    """
+    if source.is_dir():
+        return source.resolve()
+    staged = Path(tempfile.mkdtemp(prefix="channel-", dir=root))
+    shutil.copy2(source, staged / source.name)
+    return staged
 
 
 def _collect_local_artifact(root: Path, model_dir: Path, failure: Exception | None
@@ -320,7 +347,6 @@ def train_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: 
                        ) -> TrainingJobResult:
     """Start (and by default wait for) a SageMaker training job on the stack's resources."""
     from sagemaker.core.shapes import MetricDefinition, StoppingCondition
-    from sagemaker.train import ModelTrainer
     from sagemaker.core.training.configs import (
         CheckpointConfig,
         Compute,
@@ -328,6 +354,7 @@ def train_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: 
         Networking,
         OutputDataConfig,
     )
+    from sagemaker.train import ModelTrainer
 
     if not launch.instance_type or launch.instance_type.startswith("local"):
         raise ValueError("sagemaker mode needs --instance-type, e.g. ml.m5.xlarge or ml.g5.xlarge")
@@ -397,11 +424,16 @@ def _upload_channel(session: Any, source: str, bucket: str, run_id: str, channel
     """An S3 URI for a channel: itself when it is one, else the folder uploaded to `bucket`."""
     if source.startswith("s3://"):
         return source
-    folder = Path(source)
-    if not folder.is_dir():
-        raise ValueError(f"channel {channel!r}: {source} is neither a folder nor an s3:// URI")
+    local = Path(source)
+    if local.is_file():
+        files, base = [local], local.parent
+    elif local.is_dir():
+        files, base = sorted(p for p in local.rglob("*") if p.is_file()), local
+    else:
+        raise ValueError(f"channel {channel!r}: {source} is neither a folder, a file nor an "
+                         "s3:// URI")
     prefix = f"data/{run_id}/{channel}"
     s3 = session.boto_session.client("s3")
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+    for path in files:
+        s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(base).as_posix()}")
     return f"s3://{bucket}/{prefix}/"

@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 SDK_EXTRA_HINT = "the SageMaker Python SDK is missing: pip install 'genkiln[sagemaker]'"
 USER_CONFIG_ENV = "SAGEMAKER_USER_CONFIG_OVERRIDE"
 DEFAULT_REGION = "us-east-1"
@@ -38,6 +36,8 @@ SageMaker:
 
 def region_name(region: str | None = None) -> str:
     """The region to use: the argument, else the AWS environment, else us-east-1."""
+    import boto3  # imported late: `genkiln serve` builds the parser that reaches this module
+
     return (
         region
         or os.environ.get("AWS_REGION")
@@ -88,6 +88,8 @@ def local_session(region: str | None = None) -> Any:
         from sagemaker.core.local.local_session import LocalSession
     except ImportError as err:
         raise RuntimeError(SDK_EXTRA_HINT) from err
+    import boto3
+
     return LocalSession(boto_session=boto3.Session(region_name=region_name(region)))
 
 
@@ -97,4 +99,6 @@ def aws_session(region: str | None = None) -> Any:
         from sagemaker.core.helper.session_helper import Session
     except ImportError as err:
         raise RuntimeError(SDK_EXTRA_HINT) from err
+    import boto3
+
     return Session(boto_session=boto3.Session(region_name=region_name(region)))
