@@ -1,0 +1,227 @@
+"""`genkiln`: the one command line, on a laptop and as a container's entry point.
+
+    genkiln train [--data DIR] [--model-dir DIR] [--key value ...]   # SageMaker: `train`
+    genkiln serve [MODEL_DIR]                                          # SageMaker: `serve`
+    genkiln invoke "prompt" [--url URL | --endpoint NAME] [--stream]
+    genkiln data inspect DIR
+    genkiln demo                                                       # what `make run` runs
+
+It lives in `inference/` because it is the one module allowed to reach both halves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from training import environment as env
+from training.contract import DEFAULT_ROOT, OptMl
+from training.hyperparameters import HyperparameterError, parse_cli_overrides
+
+DEFAULT_LOCAL_MODEL_DIR = Path("artifacts/model")
+
+
+def _in_sagemaker_container() -> bool:
+    return (OptMl.from_environment().config_dir).is_dir()
+
+
+# --- train ---------------------------------------------------------------------------
+def _train(args: argparse.Namespace, extra: list[str]) -> int:
+    from training.entry import run_training
+    from training.local import train_locally
+
+    try:
+        overrides = parse_cli_overrides(extra)
+    except HyperparameterError as exc:
+        print(f"genkiln train: {exc}", file=sys.stderr)
+        return 2
+    if args.list_hyperparameters:
+        return _list_hyperparameters(overrides.get("family", "transformer"))
+    if args.opt_ml is not None:
+        return run_training(OptMl(args.opt_ml), overrides)
+    local_requested = args.data or args.model_dir or args.validation
+    if not local_requested and _in_sagemaker_container():
+        return run_training(OptMl.from_environment(), overrides)
+    return train_locally(model_dir=args.model_dir or DEFAULT_LOCAL_MODEL_DIR,
+                         hyperparameters=overrides, data=args.data,
+                         validation=args.validation)
+
+
+def _list_hyperparameters(family_name: str) -> int:
+    from training.config import TrainConfig
+    from training.models import get_family
+
+    try:
+        family = get_family(family_name)
+    except HyperparameterError as exc:
+        print(f"genkiln train: {exc}", file=sys.stderr)
+        return 2
+    for cls in (TrainConfig, family.config_cls):
+        print(f"# {cls.__name__}")
+        for f in dataclasses.fields(cls):
+            print(f"  {f.name}={f.default}")
+    return 0
+
+
+# --- serve ---------------------------------------------------------------------------
+def _serve(args: argparse.Namespace) -> int:
+    from inference.server import serve
+
+    model_dir = args.model_dir
+    host = args.host
+    if model_dir is None:  # the container case: SageMaker unpacks the model here
+        import os
+
+        model_dir = Path(os.environ.get(env.SM_MODEL_DIR, str(DEFAULT_ROOT / "model")))
+        host = host or "0.0.0.0"
+    serve(model_dir, host=host or "127.0.0.1", port=args.port, device=args.device)
+    return 0
+
+
+# --- invoke --------------------------------------------------------------------------
+def _parameters(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed",
+             "truncate")
+    params = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.stop:
+        params["stop"] = args.stop
+    if args.details:
+        params["details"] = True
+    return params
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    from inference.client import EndpointClient, EndpointError
+
+    if args.endpoint:
+        client = EndpointClient(endpoint_name=args.endpoint, region_name=args.region)
+    else:
+        client = EndpointClient(url=args.url)
+    params = _parameters(args)
+    try:
+        if args.stream:
+            for event in client.stream(args.prompt, **params):
+                if args.json:
+                    print(json.dumps(event), flush=True)
+                else:
+                    print(event["token"]["text"], end="", flush=True)
+            if not args.json:
+                print()
+        else:
+            result = client.generate(args.prompt, **params)
+            print(json.dumps(result, indent=2) if args.json else result[0]["generated_text"])
+    except EndpointError as exc:
+        print(f"genkiln invoke: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- data ----------------------------------------------------------------------------
+def _inspect(args: argparse.Namespace) -> int:
+    from training.data.errors import DataError
+    from training.data.inspect import summarize
+
+    try:
+        summary = summarize(args.path, vocab_size=args.vocab_size)
+    except DataError as exc:
+        print(f"genkiln data inspect: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        width = max(len(k) for k in summary)
+        for key, value in summary.items():
+            shown = f"{value:,}" if isinstance(value, int) else value
+            print(f"{key:<{width}}  {shown}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from inference.demo import run_demo
+
+    return run_demo(model_dir=args.model_dir, seconds=args.seconds, prompt=args.prompt,
+                    port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations: `--mod 3` must reach training as a hyperparameter, not be taken
+    # for --model-dir.
+    parser = argparse.ArgumentParser(prog="genkiln", description=__doc__, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train", allow_abbrev=False,
+        help="train a model (any extra --key value is a hyperparameter)")
+    train.add_argument("--data", type=Path, help="folder (or file) of training data; "
+                       "omitted: the family's bundled data set")
+    train.add_argument("--validation", type=Path, help="held-out data folder (optional)")
+    train.add_argument("--model-dir", type=Path,
+                       help=f"where the artifact goes (default {DEFAULT_LOCAL_MODEL_DIR})")
+    train.add_argument("--opt-ml", type=Path, help="run on this SageMaker-style /opt/ml tree")
+    train.add_argument("--list-hyperparameters", action="store_true",
+                       help="print every hyperparameter with its default and exit")
+
+    serve = sub.add_parser("serve", help="serve an artifact on /ping and /invocations")
+    serve.add_argument("model_dir", type=Path, nargs="?",
+                       help="artifact folder or model.tar.gz (default: /opt/ml/model)")
+    serve.add_argument("--host", help="default 127.0.0.1 locally, 0.0.0.0 in a container")
+    serve.add_argument("--port", type=int, help="default $SAGEMAKER_BIND_TO_PORT or 8080")
+    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    invoke = sub.add_parser("invoke", help="call an endpoint")
+    invoke.add_argument("prompt")
+    where = invoke.add_mutually_exclusive_group()
+    where.add_argument("--url", default="http://127.0.0.1:8080", help="a local server")
+    where.add_argument("--endpoint", help="a SageMaker endpoint name (uses AWS credentials)")
+    invoke.add_argument("--region", help="AWS region of the endpoint")
+    invoke.add_argument("--stream", action="store_true", help="print tokens as they arrive")
+    invoke.add_argument("--json", action="store_true", help="print raw JSON responses")
+    invoke.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+    invoke.add_argument("--temperature", type=float)
+    invoke.add_argument("--top-k", dest="top_k", type=int)
+    invoke.add_argument("--top-p", dest="top_p", type=float)
+    invoke.add_argument("--repetition-penalty", dest="repetition_penalty", type=float)
+    invoke.add_argument("--seed", type=int)
+    invoke.add_argument("--truncate", type=int)
+    invoke.add_argument("--stop", action="append", help="stop sequence (repeatable)")
+    invoke.add_argument("--details", action="store_true")
+
+    data = sub.add_parser("data", help="check data before training")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    inspect = data_sub.add_parser("inspect", help="check a folder holds one type; summarise")
+    inspect.add_argument("path", type=Path)
+    inspect.add_argument("--vocab-size", type=int, default=2048,
+                         help="BPE vocabulary used to count tokens in text (default 2048)")
+    inspect.add_argument("--json", action="store_true")
+
+    demo = sub.add_parser("demo", help="train the bundled Transformer, serve it, generate")
+    demo.add_argument("--seconds", type=float, default=60.0, help="training budget")
+    demo.add_argument("--model-dir", type=Path, default=Path("artifacts/demo"))
+    demo.add_argument("--prompt", default="Return a new")
+    demo.add_argument("--port", type=int, default=8080)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "train":
+        return _train(args, extra)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "invoke":
+        return _invoke(args)
+    if args.command == "data":
+        return _inspect(args)
+    return _demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

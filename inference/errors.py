@@ -1,0 +1,34 @@
+"""Errors a client can act on: an HTTP status, a type, and a message that says what to change."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+
+class ClientError(Exception):
+    """A request the server refuses; never a stack trace, always a hint."""
+
+    def __init__(self, message: str, *, status: int = 422, error_type: str = "validation"):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_type = error_type
+
+    def body(self) -> dict[str, str]:
+        # Hugging Face text-generation-inference's error shape, so its clients parse it.
+        return {"error": self.message, "error_type": self.error_type}
+
+
+def from_validation_error(exc: ValidationError, *, valid: dict[str, list[str]] | None = None
+                          ) -> ClientError:
+    """Turn pydantic's errors into one readable message: `field: problem; field: problem`."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden" and valid:
+            parent = ".".join(str(p) for p in error["loc"][:-1]) or "body"
+            if parent in valid:
+                message += f" (valid keys: {', '.join(valid[parent])})"
+        problems.append(f"{where}: {message}")
+    return ClientError("invalid request: " + "; ".join(problems))

@@ -1,0 +1,43 @@
+"""One handler per family: decode a request, run the model, encode the answer.
+
+A handler is built from a verified artifact and offers:
+    decode(payload)  -> a validated request (raises ClientError: a 4xx, before the model runs)
+    predict(request) -> a JSON-able response
+    stream(request, cancelled) -> an iterator of JSON-able events; stops once `cancelled`
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any, Protocol
+
+from training.artifact import Artifact, ArtifactError
+
+#: family -> "module:Class" of its handler.
+HANDLERS = {
+    "transformer": "inference.handlers.transformer:TextGenerationHandler",
+}
+
+
+class Handler(Protocol):
+    family: str
+
+    def decode(self, payload: Any) -> Any: ...
+
+    def predict(self, request: Any) -> Any: ...
+
+    def wants_stream(self, request: Any) -> bool: ...
+
+    def stream(self, request: Any, cancelled: threading.Event | None = None) -> Any: ...
+
+
+def load_handler(artifact: Artifact, device: str = "cpu") -> Handler:
+    target = HANDLERS.get(artifact.family)
+    if target is None:
+        raise ArtifactError(
+            f"{artifact.directory} holds a {artifact.family!r} model, which this server "
+            f"cannot serve (it serves {', '.join(sorted(HANDLERS))})")
+    module, _, name = target.partition(":")
+    handler: Handler = getattr(importlib.import_module(module), name)(artifact, device)
+    return handler

@@ -1,0 +1,235 @@
+"""The model server: SageMaker's `/ping` and `/invocations` on port 8080, as an ASGI app.
+
+The model loads in a background thread so the port accepts connections at once (SageMaker
+wants them within 250 ms); `/ping` answers 503 until the model is ready and 200 after.
+Generation runs on one worker thread per process, off the event loop, so pings stay
+fast while a request is being served. Every failure reaches the client as a JSON error
+that says what to change, or as a generic 500 whose details stay in the server log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from inference.errors import ClientError
+from inference.handlers import Handler, load_handler
+from inference.schema import SCHEMA_VERSION
+from training import environment as env
+from training.artifact import ArtifactError, load_artifact
+
+log = logging.getLogger("genkiln.serve")
+
+#: SageMaker real-time endpoints carry request bodies up to 6 MB.
+MAX_REQUEST_BYTES = 6 * 1024 * 1024
+DEFAULT_PORT = 8080
+#: Under SageMaker's 30 s between SIGTERM and SIGKILL, so in-flight work finishes cleanly.
+GRACEFUL_SHUTDOWN_SECONDS = 20
+
+JSON_LINES = "application/jsonlines"
+EVENT_STREAM = "text/event-stream"
+_END = object()
+
+
+@dataclass
+class ModelState:
+    """What the server knows about its model: loading, ready, or failed (and why)."""
+
+    model_dir: Path
+    device: str
+    handler: Handler | None = None
+    error: str | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def load(self) -> None:
+        try:
+            artifact = load_artifact(self.model_dir)
+            self.handler = load_handler(artifact, self.device)
+            log.info("model ready: %s from %s on %s", artifact.family, self.model_dir,
+                     self.device)
+        except ArtifactError as exc:
+            self.error = str(exc)
+            log.error("model failed to load: %s", exc)
+        except Exception as exc:
+            self.error = "the model failed to load; the server log has the details"
+            log.exception("model failed to load: %s", exc)
+        finally:
+            self.ready.set()
+
+
+def _error(exc: ClientError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing it with 413 as soon as it is known to exceed ``limit``."""
+    declared = request.headers.get("content-length")
+    too_large = ClientError(
+        f"request body exceeds {limit:,} bytes (SageMaker real-time endpoints take at most "
+        f"6 MB): send fewer or shorter inputs, or use an asynchronous endpoint",
+        status=413, error_type="validation")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json(body: bytes, content_type: str | None) -> Any:
+    kind = (content_type or "application/json").split(";")[0].strip().lower()
+    if kind not in ("application/json", "text/plain", "*/*", ""):
+        raise ClientError(f"Content-Type {kind} is not supported; send application/json",
+                          status=415)
+    if kind == "text/plain":
+        return body.decode("utf-8", errors="replace")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ClientError(f"body is not valid JSON ({exc}); send a JSON object such as "
+                          f'{{"inputs": "Once upon a time"}}', status=400) from None
+
+
+def _framing(accept: str | None) -> tuple[str, str, str]:
+    """Media type, line prefix and line end of a stream: JSON lines, or server-sent events."""
+    if accept and EVENT_STREAM in accept:
+        return EVENT_STREAM, "data:", "\n\n"
+    return JSON_LINES, "", "\n"
+
+
+def create_app(model_dir: Path, *, device: str = "cpu",
+               max_request_bytes: int | None = None) -> FastAPI:
+    limit = max_request_bytes or int(os.environ.get(env.GENKILN_MAX_REQUEST_BYTES,
+                                                    MAX_REQUEST_BYTES))
+    state = ModelState(model_dir=Path(model_dir), device=device)
+    # One model, one generation at a time: requests queue in arrival order.
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genkiln-generate")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=state.load, name="genkiln-load", daemon=True).start()
+        yield
+        worker.shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(title="genkiln", version=SCHEMA_VERSION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.state.model = state
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        if state.handler is not None:
+            return JSONResponse({"status": "ready", "family": state.handler.family})
+        if state.error is not None:
+            return JSONResponse({"status": "failed", "error": state.error}, status_code=503)
+        return JSONResponse({"status": "loading"}, status_code=503)
+
+    @app.get("/info")
+    async def info() -> Response:
+        if state.handler is None:
+            return JSONResponse({"status": "loading" if state.error is None else "failed"},
+                                status_code=503)
+        manifest = load_artifact(state.model_dir).manifest
+        return JSONResponse({
+            "schema_version": SCHEMA_VERSION,
+            "family": manifest["family"],
+            "modality": manifest["modality"],
+            "format_version": manifest["format_version"],
+            "model_args": manifest["model_args"],
+            "metrics": manifest.get("metrics", {}),
+        })
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        handler = state.handler
+        if handler is None:
+            return _error(ClientError("the model is not loaded yet; retry when /ping is 200",
+                                      status=503, error_type="overloaded"))
+        try:
+            body = await _read_body(request, limit)
+            payload = _parse_json(body, request.headers.get("content-type"))
+            decoded = handler.decode(payload)
+            loop = asyncio.get_running_loop()
+            if handler.wants_stream(decoded):
+                return _stream(handler, decoded, request.headers.get("accept"), worker)
+            result = await loop.run_in_executor(worker, handler.predict, decoded)
+            return JSONResponse(result)
+        except ClientError as exc:
+            return _error(exc)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("invocation failed (incident %s)", incident)
+            return JSONResponse(
+                {"error": f"internal error while generating (incident {incident}); the "
+                          f"server log has the details", "error_type": "generation"},
+                status_code=500)
+
+    return app
+
+
+def _stream(handler: Handler, request: Any, accept: str | None,
+            worker: ThreadPoolExecutor) -> StreamingResponse:
+    media_type, prefix, end = _framing(accept)
+    cancelled = threading.Event()
+
+    async def lines() -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def produce() -> None:
+            try:
+                for event in handler.stream(request, cancelled):
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+            except Exception:
+                incident = uuid.uuid4().hex[:12]
+                log.exception("streamed generation failed (incident %s)", incident)
+                loop.call_soon_threadsafe(queue.put_nowait, {
+                    "error": f"internal error while generating (incident {incident})",
+                    "error_type": "generation"})
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        loop.run_in_executor(worker, produce)
+        try:
+            while (event := await queue.get()) is not _END:
+                yield (prefix + json.dumps(event, separators=(",", ":")) + end).encode()
+        finally:
+            cancelled.set()  # the client went away: stop generating for it
+
+    return StreamingResponse(lines(), media_type=media_type)
+
+
+def pick_device(choice: str = "auto") -> str:
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
+def serve(model_dir: Path, *, host: str = "0.0.0.0", port: int | None = None,
+          device: str = "auto") -> None:
+    """Run the server until SIGTERM or Ctrl-C; uvicorn drains in-flight requests first."""
+    level = os.environ.get(env.GENKILN_LOG_LEVEL, "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    port = port or int(os.environ.get(env.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
+    app = create_app(model_dir, device=pick_device(device))
+    config = uvicorn.Config(app, host=host, port=port, log_level=level.lower(),
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                            access_log=False)
+    uvicorn.Server(config).run()

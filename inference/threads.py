@@ -1,0 +1,44 @@
+"""Intra-op thread count for decoding, chosen by measurement rather than guessed.
+
+Decoding one token runs many small operators; on a small model, handing each to several
+OpenMP threads costs more in wake-ups than it gains, and on a busy host it can be ten
+times slower than one thread. Large models are the opposite. So the server times a few
+decode steps at one thread and at every core, and keeps the faster setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import torch
+
+from training import environment as env
+
+log = logging.getLogger("genkiln.serve")
+
+
+def fit_threads(probe: Callable[[], None], *, rounds: int = 3) -> int:
+    """Set torch's intra-op threads to the faster of 1 and all cores for ``probe``."""
+    forced = os.environ.get(env.GENKILN_NUM_THREADS)
+    if forced:
+        torch.set_num_threads(int(forced))
+        return int(forced)
+    cores = os.cpu_count() or 1
+    candidates = sorted({1, cores})
+    best: dict[int, float] = {}
+    probe()  # warm-up: first calls allocate and pick kernels
+    for _ in range(rounds):  # interleaved, so a burst of load hits both settings alike
+        for threads in candidates:
+            torch.set_num_threads(threads)
+            started = time.perf_counter()
+            probe()
+            elapsed = time.perf_counter() - started
+            best[threads] = min(best.get(threads, elapsed), elapsed)
+    chosen = min(best, key=lambda t: best[t])
+    torch.set_num_threads(chosen)
+    log.info("decode threads: %d (probe %s)", chosen,
+             ", ".join(f"{t}: {s * 1000:.1f} ms" for t, s in sorted(best.items())))
+    return chosen

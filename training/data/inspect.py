@@ -1,0 +1,39 @@
+"""`genkiln data inspect`: what a folder holds, checked and summarised before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from training.data.folder import scan_folder
+from training.data.text import load_text_folder
+from training.data.tokenizer import TextTokenizer
+from training.models import FAMILIES
+
+
+def summarize(path: Path, *, vocab_size: int = 2048) -> dict[str, Any]:
+    """Check ``path`` holds one readable modality and describe it.
+
+    Text is read completely (so a non-UTF-8 file or a bad JSON line is found now, not
+    an hour into a job) and tokenized with the byte-level BPE training would build.
+    """
+    scan = scan_folder(Path(path))
+    summary: dict[str, Any] = {
+        "path": str(scan.root),
+        "modality": scan.modality,
+        "files": len(scan.files),
+        "bytes": scan.total_bytes,
+        "families": ", ".join(f.name for f in FAMILIES.values()
+                              if f.modality == scan.modality) or "none yet",
+    }
+    if scan.modality == "text":
+        corpus = load_text_folder(scan)
+        tokenizer = TextTokenizer.train(corpus.documents, vocab_size=vocab_size)
+        tokens = sum(len(ids) for ids in tokenizer.encode_batch(corpus.documents))
+        summary.update({
+            "examples": len(corpus.documents),
+            "characters": corpus.characters,
+            "tokens": tokens,
+            "vocab_size": tokenizer.vocab_size,
+        })
+    return summary

@@ -1,0 +1,132 @@
+"""Text data: the bundled corpus (Python's own docstrings) and user folders of .txt/.jsonl."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from training import environment as env
+from training.data.errors import DataError
+from training.data.folder import FolderScan
+
+#: Standard-library folders left out of the bundled corpus: test suites and GUI demos
+#: are code-heavy and would teach the model assertion messages rather than prose.
+_SKIPPED_PARTS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "tkinter",
+                  "turtledemo", "ensurepip", "pydoc_data"}
+_MIN_DOCSTRING_CHARS = 40
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """Documents to train on, and where they came from."""
+
+    documents: list[str]
+    source: str
+    files: int
+
+    @property
+    def characters(self) -> int:
+        return sum(len(d) for d in self.documents)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get(env.GENKILN_CACHE_DIR) or os.environ.get("XDG_CACHE_HOME")
+    return Path(base) / "genkiln" if base else Path.home() / ".cache" / "genkiln"
+
+
+def _extract_docstrings(stdlib: Path) -> tuple[list[str], int]:
+    documents: list[str] = []
+    files = 0
+    for path in sorted(stdlib.rglob("*.py")):
+        if _SKIPPED_PARTS.intersection(path.relative_to(stdlib).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue  # a handful of stdlib files are templates or Python-2 era fixtures
+        files += 1
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) >= _MIN_DOCSTRING_CHARS:
+                    documents.append(doc)
+    return documents, files
+
+
+def bundled_corpus() -> TextCorpus:
+    """The docstrings of this Python's standard library: real English prose, no download.
+
+    Extraction parses ~600 modules (seconds), so the result is cached per Python build.
+    """
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    version = ".".join(map(str, sys.version_info[:3]))
+    source = f"bundled: docstrings of the Python {version} standard library"
+    key = hashlib.sha256(f"{stdlib}|{sys.version}".encode()).hexdigest()[:16]
+    cache = _cache_dir() / f"stdlib-docstrings-{key}.json"
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        return TextCorpus(documents=cached["documents"], source=source, files=cached["files"])
+    except (OSError, ValueError, KeyError):
+        pass
+    documents, files = _extract_docstrings(stdlib)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"files": files, "documents": documents}), encoding="utf-8")
+        tmp.replace(cache)
+    except OSError:
+        pass  # a read-only home (some containers) just means no cache
+    return TextCorpus(documents=documents, source=source, files=files)
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+            f"re-save it as UTF-8 or remove it"
+        ) from exc
+
+
+def _read_jsonl(path: Path, text_key: str) -> list[str]:
+    documents = []
+    for number, line in enumerate(_read_utf8(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number} is not valid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
+            raise DataError(
+                f'{path}:{number} needs a string field "{text_key}" '
+                f"(set the hyperparameter text_key to use another field)"
+            )
+        documents.append(record[text_key])
+    return documents
+
+
+def load_text_folder(scan: FolderScan, *, text_key: str = "text") -> TextCorpus:
+    """Documents from a scanned text folder: each .txt file is one, each .jsonl line is one."""
+    if scan.modality != "text":
+        raise DataError(
+            f"{scan.root} holds {scan.modality} files, but this family trains on text "
+            f"(.txt or .jsonl)"
+        )
+    documents: list[str] = []
+    for path in scan.files:
+        if path.suffix.lower() == ".jsonl":
+            documents.extend(_read_jsonl(path, text_key))
+        else:
+            documents.append(_read_utf8(path))
+    documents = [d for d in documents if d.strip()]
+    if not documents:
+        raise DataError(f"{scan.root} holds only empty text files")
+    return TextCorpus(documents=documents, source=str(scan.root), files=len(scan.files))

@@ -1,0 +1,32 @@
+"""Names of the environment variables genkiln reads, in one place.
+
+The SageMaker ones are set by SageMaker (or its training toolkit) inside a job or an
+endpoint container; the GENKILN_ ones are ours. Keeping them here means a reader can
+see every knob the code takes from its environment at a glance.
+"""
+
+# --- set by SageMaker training (toolkit conventions) ---
+SM_MODEL_DIR = "SM_MODEL_DIR"
+SM_OUTPUT_DATA_DIR = "SM_OUTPUT_DATA_DIR"
+SM_HOSTS = "SM_HOSTS"
+SM_CURRENT_HOST = "SM_CURRENT_HOST"
+SM_NUM_GPUS = "SM_NUM_GPUS"
+SM_NUM_CPUS = "SM_NUM_CPUS"
+SM_CHANNEL_PREFIX = "SM_CHANNEL_"  # SM_CHANNEL_TRAIN, SM_CHANNEL_VALIDATION, ...
+TRAINING_JOB_NAME = "TRAINING_JOB_NAME"
+TRAINING_JOB_ARN = "TRAINING_JOB_ARN"
+
+# --- set by SageMaker hosting ---
+SAGEMAKER_BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
+
+# --- genkiln's own ---
+#: Root of the SageMaker file layout; "/opt/ml" in a container, a temp folder locally.
+GENKILN_OPT_ML = "GENKILN_OPT_ML"
+#: Where derived data (the extracted bundled corpus) is cached between runs.
+GENKILN_CACHE_DIR = "GENKILN_CACHE_DIR"
+#: Largest request body /invocations accepts, in bytes (SageMaker real-time: 6 MB).
+GENKILN_MAX_REQUEST_BYTES = "GENKILN_MAX_REQUEST_BYTES"
+#: Intra-op threads for serving; unset: measured at start-up (see inference.threads).
+GENKILN_NUM_THREADS = "GENKILN_NUM_THREADS"
+#: Log level for the server and training ("INFO" by default).
+GENKILN_LOG_LEVEL = "GENKILN_LOG_LEVEL"

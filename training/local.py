@@ -1,0 +1,61 @@
+"""Local mode: emulate `/opt/ml` in a folder and run the same training entry point.
+
+Nothing here trains: it only lays out the files SageMaker would, so the code path is
+the one that runs in a container and in AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from training.contract import OptMl
+from training.entry import run_training
+
+
+def emulate_opt_ml(root: Path, *, hyperparameters: Mapping[str, str],
+                   data: Path | None = None, validation: Path | None = None) -> OptMl:
+    """Lay out an /opt/ml tree under ``root`` as SageMaker would for one host."""
+    opt_ml = OptMl(Path(root))
+    opt_ml.config_dir.mkdir(parents=True, exist_ok=True)
+    opt_ml.hyperparameters_path.write_text(
+        json.dumps({k: str(v) for k, v in hyperparameters.items()}, indent=2))
+    channels = {name: path for name, path in (("train", data), ("validation", validation))
+                if path is not None}
+    opt_ml.inputdataconfig_path.write_text(json.dumps({
+        name: {"ContentType": "application/octet-stream", "TrainingInputMode": "File",
+               "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        for name in channels
+    }, indent=2))
+    opt_ml.resourceconfig_path.write_text(json.dumps(
+        {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"}))
+    for name, source in channels.items():
+        target = opt_ml.root / "input" / "data" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if Path(source).is_file():  # a single file becomes a one-file channel
+            target.mkdir(exist_ok=True)
+            (target / Path(source).name).symlink_to(Path(source).resolve())
+        else:
+            target.symlink_to(Path(source).resolve(), target_is_directory=True)
+    opt_ml.model_dir.mkdir(parents=True, exist_ok=True)
+    opt_ml.output_data_dir.mkdir(parents=True, exist_ok=True)
+    return opt_ml
+
+
+def train_locally(*, model_dir: Path, hyperparameters: Mapping[str, str],
+                  data: Path | None = None, validation: Path | None = None) -> int:
+    """Train in an emulated /opt/ml; on success copy the artifact to ``model_dir``."""
+    with tempfile.TemporaryDirectory(prefix="genkiln-opt-ml-") as root:
+        opt_ml = emulate_opt_ml(Path(root), hyperparameters=hyperparameters, data=data,
+                                validation=validation)
+        code = run_training(opt_ml)
+        if code == 0:
+            model_dir = Path(model_dir)
+            if model_dir.exists():
+                shutil.rmtree(model_dir)
+            shutil.copytree(opt_ml.model_dir, model_dir)
+            print(f"genkiln: model saved to {model_dir}", flush=True)
+        return code

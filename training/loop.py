@@ -1,0 +1,92 @@
+"""The training loop every family shares: budget, schedule, metrics, stopping.
+
+A family's recipe supplies `train_step(lr)` and `evaluate()`; this loop decides when to
+call them, prints metrics in the stable `name=value` form SageMaker's
+`metric_definitions` regexes read, and stops at the step or time budget or on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from training.config import TrainConfig
+
+
+class Stopped(Exception):
+    """Training was asked to stop (SIGTERM: a stopped job or a spot interruption)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"training stopped by SIGTERM at step {step}")
+        self.step = step
+
+
+class Recipe(Protocol):
+    def train_step(self, lr: float) -> dict[str, float]: ...
+
+    def evaluate(self) -> dict[str, float]: ...
+
+
+def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up, then cosine decay to min_learning_rate as progress goes 0 -> 1."""
+    if step <= cfg.warmup_steps:
+        return cfg.learning_rate * step / max(1, cfg.warmup_steps)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.min_learning_rate + cosine * (cfg.learning_rate - cfg.min_learning_rate)
+
+
+def format_metrics(step: int, metrics: dict[str, float]) -> str:
+    parts = [f"step={step}"] + [f"{k}={v:.6g}" for k, v in metrics.items()]
+    return " ".join(parts)
+
+
+def fit(
+    recipe: Recipe,
+    cfg: TrainConfig,
+    *,
+    stop: threading.Event | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Train until the step or time budget runs out; return the final metrics."""
+    stop = stop or threading.Event()
+    started = time.monotonic()
+    window_started, window_tokens = started, 0.0
+    metrics: dict[str, float] = {}
+    step = 0
+    while step < cfg.max_steps:
+        if stop.is_set():
+            raise Stopped(step)
+        step += 1
+        elapsed = time.monotonic() - started
+        # With a time budget the schedule follows whichever budget runs out first, so a
+        # run cut by max_seconds still ends on a decayed learning rate.
+        progress = step / cfg.max_steps
+        if cfg.max_seconds:
+            progress = max(progress, elapsed / cfg.max_seconds)
+        lr = learning_rate(cfg, step, progress)
+        out = recipe.train_step(lr)
+        window_tokens += out.pop("tokens", 0.0)
+        metrics.update(out)
+        if step % cfg.log_interval == 0 or step == 1:
+            now = time.monotonic()
+            rate = window_tokens / max(now - window_started, 1e-9)
+            log(format_metrics(step, {**out, "learning_rate": lr, "tokens_per_second": rate}))
+            window_started, window_tokens = now, 0.0
+            metrics["tokens_per_second"] = rate
+        if step % cfg.eval_interval == 0:
+            evaluation = recipe.evaluate()
+            metrics.update(evaluation)
+            log(format_metrics(step, evaluation))
+        if cfg.max_seconds and time.monotonic() - started >= cfg.max_seconds:
+            log(f"time budget of {cfg.max_seconds:g} s reached at step {step}")
+            break
+    if step % cfg.eval_interval != 0:
+        evaluation = recipe.evaluate()
+        metrics.update(evaluation)
+        log(format_metrics(step, evaluation))
+    seconds = time.monotonic() - started
+    metrics.update({"steps": float(step), "train_seconds": seconds})
+    return metrics

@@ -1,0 +1,1 @@
+"""How each family is trained: its data, its optimisation step, its artifact."""
