@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import tarfile
 import tempfile
 import threading
@@ -220,11 +221,32 @@ def local_endpoint(
                             environment=environment or {},
                             instance_type=instance_type or "local_cpu")
         client = session.sagemaker_client
+        before = _containers_of(image)
         try:
             create_endpoint(client, spec)  # returns once /ping answers 200
             yield LocalEndpoint(name=name, session=session)
         finally:
             delete_endpoint(client, name)
+            _remove_stopped(_containers_of(image) - before)
+
+
+def _containers_of(image: str) -> set[str]:
+    listed = subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"ancestor={image}"],
+                            capture_output=True, text=True, check=False)
+    return set(listed.stdout.split())
+
+
+def _remove_stopped(containers: set[str]) -> None:
+    """What the local client leaves behind: its stopped container and `sagemaker-local`.
+
+    Deleting a local endpoint stops Compose but removes neither. The network stays when
+    another local-mode container still uses it.
+    """
+    if containers:
+        subprocess.run(["docker", "rm", "-f", *sorted(containers)], capture_output=True,
+                       check=False)
+    subprocess.run(["docker", "network", "rm", "sagemaker-local"], capture_output=True,
+                   check=False)
 
 
 @contextlib.contextmanager

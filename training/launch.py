@@ -194,7 +194,7 @@ def resolve_targets(
     if outputs is None and not all(explicit.values()):
         outputs = _load_outputs(args.outputs_file, stage=args.stage)
     outputs = outputs or {}
-    values = {
+    values: dict[str, Any] = {
         "role_arn": args.role or outputs.get("execution_role_arn"),
         "image_uri": args.image or outputs.get("image_uri"),
         "artifact_bucket": args.bucket or outputs.get("artifact_bucket"),

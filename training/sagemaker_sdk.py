@@ -72,7 +72,7 @@ def telemetry_opted_out() -> Iterator[Path]:
 
 
 def _opts_out(config: Path) -> bool:
-    import yaml  # a dependency of the SDK
+    import yaml  # type: ignore[import-untyped]  # the SDK's dependency; no stubs here
 
     try:
         document = yaml.safe_load(config.read_text()) or {}
