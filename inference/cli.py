@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=60.0, help="training budget")
     demo.add_argument("--model-dir", type=Path, default=Path("artifacts/demo"))
     demo.add_argument("--prompt", default="Return a new")
-    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--port", type=int, default=0, help="default: a free port")
     return parser
 
 

@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from inference.errors import ClientError
-from inference.handlers import Handler, load_handler
+from inference.handlers import Binary, Handler, load_handler
 from inference.schema import SCHEMA_VERSION
 from training import environment as env
 from training.artifact import ArtifactError, load_artifact
@@ -165,11 +165,13 @@ def create_app(model_dir: Path, *, device: str = "cpu",
         try:
             body = await _read_body(request, limit)
             payload = _parse_json(body, request.headers.get("content-type"))
-            decoded = handler.decode(payload)
+            decoded = handler.decode(payload, request.headers.get("accept"))
             loop = asyncio.get_running_loop()
             if handler.wants_stream(decoded):
                 return _stream(handler, decoded, request.headers.get("accept"), worker)
             result = await loop.run_in_executor(worker, handler.predict, decoded)
+            if isinstance(result, Binary):
+                return Response(result.body, media_type=result.media_type)
             return JSONResponse(result)
         except ClientError as exc:
             return _error(exc)

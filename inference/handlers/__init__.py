@@ -1,8 +1,10 @@
 """One handler per family: decode a request, run the model, encode the answer.
 
 A handler is built from a verified artifact and offers:
-    decode(payload)  -> a validated request (raises ClientError: a 4xx, before the model runs)
-    predict(request) -> a JSON-able response
+    decode(payload, accept) -> a validated request (raises ClientError: a 4xx, before the
+                               model runs); `accept` is the request's Accept header
+    predict(request) -> a JSON-able response, or `Binary` (a PNG, a MIDI file) when the
+                        request asked for that media type
     stream(request, cancelled) -> an iterator of JSON-able events; stops once `cancelled`
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from training.artifact import Artifact, ArtifactError
@@ -20,10 +23,18 @@ HANDLERS = {
 }
 
 
+@dataclass(frozen=True)
+class Binary:
+    """A non-JSON answer: the bytes and their media type (image/png, audio/midi)."""
+
+    body: bytes
+    media_type: str
+
+
 class Handler(Protocol):
     family: str
 
-    def decode(self, payload: Any) -> Any: ...
+    def decode(self, payload: Any, accept: str | None = None) -> Any: ...
 
     def predict(self, request: Any) -> Any: ...
 

@@ -59,7 +59,7 @@ class TextGenerationHandler:
             pass
 
     # --- decode ------------------------------------------------------------------
-    def decode(self, payload: Any) -> GenerateRequest:
+    def decode(self, payload: Any, accept: str | None = None) -> GenerateRequest:
         if isinstance(payload, str):  # a bare JSON string is a prompt with defaults
             payload = {"inputs": payload}
         try:
@@ -119,16 +119,20 @@ class TextGenerationHandler:
             run.tokens.append(token)
             if special:
                 run.finish_reason = "eos_token"
-                yield token
-                return
-            generated.append(sampled.id)
-            if params.stop:
-                so_far = self.tokenizer.decode(generated)
-                if any(s and s in so_far for s in params.stop):
+            else:
+                generated.append(sampled.id)
+                if params.stop and any(s and s in self.tokenizer.decode(generated)
+                                       for s in params.stop):
                     run.finish_reason = "stop_sequence"
-                    yield token
-                    return
             yield token
+            if run.finish_reason != "length":
+                break
+        # A last token may end inside a UTF-8 character; give its bytes to the final
+        # token, so the token texts always add up to generated_text. Streaming holds
+        # the final token back until here, so it still carries them.
+        tail = decoder.flush()
+        if tail and run.tokens:
+            run.tokens[-1].text += tail
 
     def _start(self, prompt: str, params: GenerateParameters) -> _Run:
         seed = params.seed

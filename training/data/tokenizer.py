@@ -83,3 +83,10 @@ class IncrementalDecoder:
             self._prefix, self._read = self._read, len(self._ids)
             return after[len(before):]
         return ""
+
+    def flush(self) -> str:
+        """Whatever is still held back once generation ends (an incomplete character)."""
+        before = self._tok.decode(self._ids[self._prefix:self._read])
+        after = self._tok.decode(self._ids[self._prefix:])
+        self._prefix = self._read = len(self._ids)
+        return after[len(before):]
