@@ -79,7 +79,7 @@ stage_context() {
   rm -f "$root"/docker/certs/*.crt
   if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     cp /usr/local/share/ca-certificates/*.crt "$root/docker/certs/"
-    log "copied $(ls "$root"/docker/certs/*.crt | wc -l) extra CA certificate(s) into the build"
+    log "copied $(find "$root/docker/certs" -name "*.crt" | wc -l) extra CA certificate(s) into the build"
   fi
 }
 

@@ -13,6 +13,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 build_image=1
 [[ "${1:-}" == "--no-image" ]] && build_image=0
 
+dockerd_log="${TMPDIR:-/tmp}/genkiln-dockerd.log"
+
 log() { printf '[setup-docker] %s\n' "$*" >&2; }
 
 sudo_if_needed() {
@@ -40,15 +42,15 @@ start_dockerd() {
   if ! pgrep -x dockerd >/dev/null 2>&1; then
     # No init system runs here (CI, containers): start the daemon in its own session so it
     # outlives this script and ignores the caller's terminal and signals.
-    log "starting dockerd (log: /var/log/genkiln-dockerd.log)"
-    sudo_if_needed setsid dockerd >/var/log/genkiln-dockerd.log 2>&1 </dev/null &
+    log "starting dockerd (log: $dockerd_log)"
+    sudo_if_needed setsid dockerd >"$dockerd_log" 2>&1 </dev/null &
   fi
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && { log "dockerd is ready"; return 0; }
     sleep 1
   done
   log "dockerd did not answer within 60 s; last lines of its log:"
-  tail -n 30 /var/log/genkiln-dockerd.log >&2 || true
+  tail -n 30 "$dockerd_log" >&2 || true
   return 1
 }
 

@@ -1,4 +1,4 @@
-"""Docker for the contract and local-mode tests: present, or skipped (failed in CI).
+"""Docker and the SageMaker SDK for the container tests: present, or skipped (failed in CI).
 
 On a user's machine without Docker these tests are skipped with the reason; in CI
 (`CI=true`), where `.ci/run` installs Docker and builds the image first, a missing Docker
@@ -35,11 +35,22 @@ def docker_problem() -> str | None:
 
 def require_docker() -> None:
     """Skip the calling test without Docker, or fail it when CI=true."""
-    problem = docker_problem()
+    _skip_or_fail(docker_problem())
+
+
+def require_sagemaker_sdk() -> None:
+    """Skip without the `sagemaker` extra, or fail when CI=true (CI installs it)."""
+    try:
+        import sagemaker.train  # noqa: F401
+    except ImportError:
+        _skip_or_fail("the SageMaker SDK is not installed: pip install -e '.[dev,sagemaker]'")
+
+
+def _skip_or_fail(problem: str | None) -> None:
     if problem is None:
         return
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true needs Docker: {problem}")
+        pytest.fail(f"CI=true needs this: {problem}")
     pytest.skip(problem)
 
 

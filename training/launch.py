@@ -77,9 +77,11 @@ class TrainingLaunch:
     wait: bool = True
 
     def base_job_name(self) -> str:
-        # Job names allow [a-zA-Z0-9-] and 63 characters; the SDK appends a timestamp.
+        # Job names allow [a-zA-Z0-9-] and 63 characters. Two timestamps follow this base in
+        # sagemaker mode: the run's (-YYYYmmdd-HHMMSS, which also keys its S3 prefixes) and
+        # the SDK's (-YYYYmmddHHMMSS), 31 characters, and the SDK cuts what is longer.
         name = self.job_name or f"genkiln-{self.family}"
-        return "".join(c if c.isalnum() or c == "-" else "-" for c in name)[:40]
+        return "".join(c if c.isalnum() or c == "-" else "-" for c in name)[:32].strip("-")
 
 
 # -- command line -------------------------------------------------------------------------

@@ -22,12 +22,16 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("sagemaker.train", reason="the SageMaker SDK extra is not installed")
-
 from inference.cli import main
 from inference.client import EndpointClient
 from tests.conftest import TINY
-from tests.docker_env import IMAGE, docker, remove_local_mode_leftovers, require_docker
+from tests.docker_env import (
+    IMAGE,
+    docker,
+    remove_local_mode_leftovers,
+    require_docker,
+    require_sagemaker_sdk,
+)
 from training import sagemaker_sdk
 
 ENDPOINT = "genkiln-e2e"
@@ -38,6 +42,7 @@ PARAMETERS = {"max_new_tokens": 6, "seed": 11}
 
 @pytest.fixture(scope="module", autouse=True)
 def _docker() -> Iterator[None]:
+    require_sagemaker_sdk()
     require_docker()
     remove_local_mode_leftovers()
     yield

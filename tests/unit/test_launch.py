@@ -17,16 +17,21 @@ from typing import Any
 
 import boto3
 import botocore.client
+import moto
 import pytest
 
-pytest.importorskip("sagemaker.train", reason="the SageMaker SDK extra is not installed")
-moto = pytest.importorskip("moto")
-
-from inference import deploy as deployer  # noqa: E402
-from training import launch, sagemaker_sdk  # noqa: E402
-from training.models import get_family  # noqa: E402
+from inference import deploy as deployer
+from tests.docker_env import require_sagemaker_sdk
+from training import launch, sagemaker_sdk
+from training.models import get_family
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def _sdk() -> None:
+    require_sagemaker_sdk()
+
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/genkiln-execution"
