@@ -74,6 +74,7 @@ LABEL org.opencontainers.image.title="genkiln" \
       com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
 
 COPY --from=builder /opt/venv /opt/venv
+COPY docker/entrypoint.sh /usr/local/bin/genkiln-entrypoint
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -81,8 +82,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /opt/ml
 EXPOSE 8080
 
-# Exec form, no shell and no init in front: `genkiln` is PID 1 and receives SageMaker's
-# SIGTERM itself (spot interruption, stopped job, endpoint scale-in).
-ENTRYPOINT ["genkiln"]
+# Exec form and no init: the entry point `exec`s genkiln (or another program it is given),
+# so that genkiln is PID 1 and receives SageMaker's SIGTERM itself (spot interruption,
+# stopped job, endpoint scale-in). See docker/entrypoint.sh.
+ENTRYPOINT ["/usr/local/bin/genkiln-entrypoint"]
 # The SDK's local-mode trainer passes no command, and SageMaker passes `train` or `serve`.
 CMD ["train"]
