@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 DEPLOY_MODES = ("container", "sagemaker")
 VARIANT = "AllTraffic"
-LOCAL_PORT = 8080  # the SDK's local endpoint publishes the container's 8080 here
+DEFAULT_LOCAL_PORT = 8080  # where the SDK's local endpoint publishes the container's 8080
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,8 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
                             "s3://ARTIFACT_BUCKET/async/ENDPOINT/")
     group.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                        help="environment variable for the serving container (repeatable)")
+    group.add_argument("--port", type=int, default=DEFAULT_LOCAL_PORT,
+                       help="container mode: host port of the local endpoint (default 8080)")
     group.add_argument("--no-wait", dest="wait", action="store_false",
                        help="sagemaker mode: return once the endpoint is being created")
 
@@ -149,8 +151,8 @@ def deploy(args: argparse.Namespace) -> int:
         image = args.image or os.environ.get(launch.IMAGE_ENV, launch.DEFAULT_IMAGE)
         with local_endpoint(Path(args.artifact), image=image, name=name,
                             environment=environment, instance_type=args.instance_type,
-                            region=args.region):
-            print(f"endpoint {name} is in service: http://localhost:{LOCAL_PORT}/invocations "
+                            region=args.region, port=args.port) as endpoint:
+            print(f"endpoint {name} is in service: {endpoint.url}/invocations "
                   "(Ctrl-C to stop)", flush=True)
             _wait_for_stop_signal()
         return 0
@@ -195,7 +197,7 @@ class LocalEndpoint:
 
     name: str
     session: Any
-    url: str = f"http://localhost:{LOCAL_PORT}"
+    url: str
 
     def invoke(self, payload: Mapping[str, Any]) -> Any:
         """InvokeEndpoint through the SDK's local runtime client; the decoded JSON answer."""
@@ -209,14 +211,14 @@ class LocalEndpoint:
 def local_endpoint(
     artifact: Path, *, image: str, name: str = "genkiln-local",
     environment: Mapping[str, str] | None = None, instance_type: str | None = None,
-    region: str | None = None,
+    region: str | None = None, port: int = DEFAULT_LOCAL_PORT,
 ) -> Iterator[LocalEndpoint]:
     """Serve `artifact` (a folder or a model.tar.gz) as a local-mode endpoint while in use.
 
-    The SDK allows one local endpoint at a time: both publish port 8080.
+    The SDK runs one local endpoint per session and port.
     """
     with sagemaker_sdk.telemetry_opted_out(), _model_folder(artifact) as folder:
-        session = sagemaker_sdk.local_session(region)
+        session = sagemaker_sdk.local_session(region, serving_port=port)
         spec = EndpointSpec(name=name, image=image, model_data_url=f"file://{folder}",
                             environment=environment or {},
                             instance_type=instance_type or "local_cpu")
@@ -224,7 +226,7 @@ def local_endpoint(
         before = _containers_of(image)
         try:
             create_endpoint(client, spec)  # returns once /ping answers 200
-            yield LocalEndpoint(name=name, session=session)
+            yield LocalEndpoint(name=name, session=session, url=f"http://localhost:{port}")
         finally:
             delete_endpoint(client, name)
             _remove_stopped(_containers_of(image) - before)

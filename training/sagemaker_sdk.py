@@ -82,15 +82,26 @@ def _opts_out(config: Path) -> bool:
     return modules.get("TelemetryOptOut") is True
 
 
-def local_session(region: str | None = None) -> Any:
-    """A `LocalSession` whose clients run containers with Docker instead of calling AWS."""
+def local_session(region: str | None = None, *, serving_port: int | None = None) -> Any:
+    """A `LocalSession` whose clients run containers with Docker instead of calling AWS.
+
+    `serving_port` is the host port a local endpoint publishes (the SDK's default is 8080);
+    the session's runtime client calls that port.
+    """
     try:
         from sagemaker.core.local.local_session import LocalSession
     except ImportError as err:
         raise RuntimeError(SDK_EXTRA_HINT) from err
     import boto3
 
-    return LocalSession(boto_session=boto3.Session(region_name=region_name(region)))
+    session = LocalSession(boto_session=boto3.Session(region_name=region_name(region)))
+    if serving_port is not None:
+        # The local-mode config (~/.sagemaker/config.yaml's `local:`) keeps the user's other
+        # settings; its setter validates it and updates the runtime client.
+        config = dict(session.config or {})
+        config["local"] = {**config.get("local", {}), "serving_port": serving_port}
+        session.config = config
+    return session
 
 
 def aws_session(region: str | None = None) -> Any:

@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +36,6 @@ from tests.docker_env import (
 from training import sagemaker_sdk
 
 ENDPOINT = "genkiln-e2e"
-LOCAL_URL = "http://localhost:8080"  # where the SDK's local endpoint publishes the container
 PROMPT = "Beautiful is"
 PARAMETERS = {"max_new_tokens": 6, "seed": 11}
 
@@ -80,21 +80,36 @@ def test_local_mode_training_returns_the_artifact(trained: Trained) -> None:
 class Deployment:
     process: subprocess.Popen[str]
     lines: queue.Queue[str]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @pytest.fixture(scope="module")
 def deployment(trained: Trained) -> Iterator[Deployment]:
-    # The command a user runs; it serves until SIGTERM / Ctrl-C.
+    # The command a user runs; it serves until SIGTERM / Ctrl-C. Not on 8080, the SDK's
+    # default, which something else on the machine may hold.
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "inference.cli", "deploy", str(trained.tarball),
-         "--mode", "container", "--image", IMAGE, "--endpoint-name", ENDPOINT],
+         "--mode", "container", "--image", IMAGE, "--endpoint-name", ENDPOINT,
+         "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_pump, args=(process, lines), daemon=True).start()
     try:
         wait_for_line(lines, f"endpoint {ENDPOINT} is in service", timeout=180)
-        yield Deployment(process, lines)
+        yield Deployment(process, lines, port)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -121,9 +136,10 @@ def wait_for_line(lines: queue.Queue[str], text: str, *, timeout: float) -> None
     raise AssertionError(f"no {text!r} within {timeout} s:\n{''.join(seen[-40:])}")
 
 
-def sdk_generate() -> list[dict[str, object]]:
+def sdk_generate(deployment: Deployment) -> list[dict[str, object]]:
     with sagemaker_sdk.telemetry_opted_out():
-        runtime = sagemaker_sdk.local_session().sagemaker_runtime_client
+        session = sagemaker_sdk.local_session(serving_port=deployment.port)
+        runtime = session.sagemaker_runtime_client
         response = runtime.invoke_endpoint(
             EndpointName=ENDPOINT, ContentType="application/json", Accept="application/json",
             Body=json.dumps({"inputs": PROMPT, "parameters": PARAMETERS}))
@@ -133,21 +149,21 @@ def sdk_generate() -> list[dict[str, object]]:
 
 
 def test_sdk_local_runtime_invokes_the_endpoint(deployment: Deployment) -> None:
-    [answer] = sdk_generate()
+    [answer] = sdk_generate(deployment)
     assert isinstance(answer["generated_text"], str) and answer["generated_text"]
 
 
 def test_endpoint_client_agrees_with_the_sdk(deployment: Deployment) -> None:
-    client = EndpointClient(url=LOCAL_URL)
-    assert client.generate(PROMPT, **PARAMETERS) == sdk_generate()
+    client = EndpointClient(url=deployment.url)
+    assert client.generate(PROMPT, **PARAMETERS) == sdk_generate(deployment)
 
 
 def test_endpoint_client_streams(deployment: Deployment) -> None:
-    client = EndpointClient(url=LOCAL_URL)
+    client = EndpointClient(url=deployment.url)
     events = list(client.stream(PROMPT, **PARAMETERS))
     assert len(events) == PARAMETERS["max_new_tokens"]
     assert all(e["generated_text"] is None for e in events[:-1])
-    assert events[-1]["generated_text"] == sdk_generate()[0]["generated_text"]
+    assert events[-1]["generated_text"] == sdk_generate(deployment)[0]["generated_text"]
 
 
 def test_stopping_the_deployment_removes_the_endpoint(deployment: Deployment) -> None:
