@@ -24,7 +24,7 @@ from inference.deploy import add_deploy_arguments
 from training import environment as env
 from training.contract import DEFAULT_ROOT, OptMl
 from training.hyperparameters import HyperparameterError, parse_cli_overrides
-from training.launch import add_training_launch_arguments
+from training.launch import add_training_launch_arguments, data_source
 
 DEFAULT_LOCAL_MODEL_DIR = Path("artifacts/model")
 
@@ -165,9 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train", allow_abbrev=False,
         help="train a model (any extra --key value is a hyperparameter)")
-    train.add_argument("--data", type=Path, help="folder (or file) of training data; "
+    train.add_argument("--data", type=data_source, help="folder (or file) of training data; "
                        "omitted: the family's bundled data set")
-    train.add_argument("--validation", type=Path, help="held-out data folder (optional)")
+    train.add_argument("--validation", type=data_source, help="held-out data folder (optional)")
     train.add_argument("--model-dir", type=Path,
                        help=f"where the artifact goes (default {DEFAULT_LOCAL_MODEL_DIR})")
     train.add_argument("--opt-ml", type=Path, help="run on this SageMaker-style /opt/ml tree")

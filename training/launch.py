@@ -140,18 +140,49 @@ def launch_training(args: argparse.Namespace, hyperparameters: Mapping[str, str]
     (where container mode puts the artifact). Hyperparameters are the extra
     `--key value` tokens, as strings.
     """
+    from training.hyperparameters import HyperparameterError
+
     try:
+        # A typo should fail here, in seconds, not in a container after minutes of start-up
+        # (and, in sagemaker mode, on a billed instance).
+        check_hyperparameters(hyperparameters)
         return _launch_training(args, hyperparameters)
+    except HyperparameterError as err:
+        print(f"genkiln train: {err}", file=sys.stderr)
+        return 2
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"genkiln train: {err}", file=sys.stderr)
         return 1
+
+
+def check_hyperparameters(values: Mapping[str, str]) -> None:
+    """Type and range-check the string hyperparameters as the container will.
+
+    Raises `HyperparameterError` naming the key (and, for an unknown key, the valid ones).
+    """
+    from training.config import TrainConfig
+    from training.hyperparameters import build, check_known
+    from training.models import get_family
+
+    family = get_family(values.get("family", TrainConfig.family).strip('"'))
+    check_known(values, [TrainConfig, family.config_cls])
+    build(TrainConfig, values)
+    build(family.config_cls, values)
+
+
+def data_source(text: str) -> Path | str:
+    """`--data`/`--validation`: a local path, or an s3:// URI kept verbatim.
+
+    `Path` would turn `s3://bucket/corpus/` into `s3:/bucket/corpus`, another prefix.
+    """
+    return text if text.startswith("s3://") else Path(text)
 
 
 def _launch_training(args: argparse.Namespace, hyperparameters: Mapping[str, str]) -> int:
     channels = {name: str(getattr(args, flag)) for name, flag in CHANNEL_FLAGS.items()
                 if getattr(args, flag, None)}
     launch = TrainingLaunch(
-        family=hyperparameters.get("family", DEFAULT_FAMILY),
+        family=hyperparameters.get("family", DEFAULT_FAMILY).strip('"'),
         hyperparameters={str(k): str(v) for k, v in hyperparameters.items()},
         channels=channels,
         instance_type=args.instance_type,

@@ -21,6 +21,7 @@ import moto
 import pytest
 
 from inference import deploy as deployer
+from inference.cli import build_parser, main
 from tests.docker_env import require_sagemaker_sdk
 from training import launch, sagemaker_sdk
 from training.models import get_family
@@ -77,19 +78,10 @@ def only(sent: list[tuple[str, dict[str, Any]]], operation: str) -> dict[str, An
     return matching[0]
 
 
-def train_parser() -> argparse.ArgumentParser:
-    # The flags `genkiln train` adds to its own (`--data`, `--model-dir`).
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data")
-    parser.add_argument("--model-dir")
-    launch.add_training_launch_arguments(parser)
-    return parser
-
-
-def deploy_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser()
-    deployer.add_deploy_arguments(parser)
-    return parser
+def train_args(*argv: str) -> argparse.Namespace:
+    """`genkiln train ...` as the command line parses it."""
+    args, _ = build_parser().parse_known_args(["train", *argv])
+    return args
 
 
 @pytest.fixture
@@ -102,14 +94,14 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def test_training_job_request_carries_the_launch(aws, corpus: Path) -> None:
-    args = train_parser().parse_args([
-        "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
+    status = main([
+        "train", "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
         "--instance-type", "ml.g5.xlarge", "--instance-count", "2", "--spot",
         "--max-run", "3600", "--max-wait", "7200", "--no-wait", "--data", str(corpus),
+        "--family", "transformer", "--max_steps", "20", "--learning_rate=0.001",
     ])
-    hyperparameters = {"family": "transformer", "max_steps": "20", "lr": "0.001"}
-
-    assert launch.launch_training(args, hyperparameters) == 0
+    assert status == 0
+    hyperparameters = {"family": "transformer", "max_steps": "20", "learning_rate": "0.001"}
 
     request = only(aws, "CreateTrainingJob")
     assert request["RoleArn"] == ROLE
@@ -156,15 +148,13 @@ def test_targets_come_from_the_outputs_file_and_flags_win(tmp_path: Path) -> Non
         "data_bucket": DATA, "key_arn": KMS, "subnet_ids": ["subnet-1", "subnet-2"],
         "security_group_id": "sg-1",
     }
-    args = train_parser().parse_args(["--mode", "sagemaker"])
-    targets = launch.resolve_targets(args, outputs)
+    targets = launch.resolve_targets(train_args("--mode", "sagemaker"), outputs)
     assert targets == launch.AwsTargets(
         role_arn=ROLE, image_uri=IMAGE, artifact_bucket=ARTIFACTS, data_bucket=DATA,
         kms_key_arn=KMS, subnet_ids=("subnet-1", "subnet-2"), security_group_ids=("sg-1",))
 
-    args = train_parser().parse_args(["--mode", "sagemaker", "--image", "mine:2",
-                                      "--role", "arn:aws:iam::1:role/other"])
-    targets = launch.resolve_targets(args, outputs)
+    targets = launch.resolve_targets(train_args("--mode", "sagemaker", "--image", "mine:2",
+                                                "--role", "arn:aws:iam::1:role/other"), outputs)
     assert (targets.image_uri, targets.role_arn) == ("mine:2", "arn:aws:iam::1:role/other")
     assert targets.artifact_bucket == ARTIFACTS
 
@@ -180,27 +170,51 @@ def test_outputs_file_is_read_with_the_infra_reader(tmp_path: Path) -> None:
     }}
     path = tmp_path / "cdk-outputs.json"
     path.write_text(json.dumps(document))
-    args = train_parser().parse_args(["--mode", "sagemaker", "--outputs-file", str(path)])
-    targets = launch.resolve_targets(args)
+    targets = launch.resolve_targets(train_args("--mode", "sagemaker", "--outputs-file",
+                                                str(path)))
     assert (targets.role_arn, targets.image_uri, targets.data_bucket) == (ROLE, IMAGE, DATA)
     assert targets.kms_key_arn == KMS
 
 
 def test_missing_targets_name_the_flags(tmp_path: Path) -> None:
-    args = train_parser().parse_args(
-        ["--mode", "sagemaker", "--outputs-file", str(tmp_path / "absent.json")])
+    args = train_args("--mode", "sagemaker", "--outputs-file", str(tmp_path / "absent.json"))
     with pytest.raises(ValueError, match=r"--bucket, --image, --role.*cdk deploy"):
         launch.resolve_targets(args)
 
 
 def test_spot_wait_shorter_than_run_is_refused(aws, capsys: pytest.CaptureFixture[str]) -> None:
-    args = train_parser().parse_args([
-        "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
+    status = main([
+        "train", "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
         "--instance-type", "ml.m5.xlarge", "--spot", "--max-run", "7200", "--max-wait", "3600",
     ])
-    assert launch.launch_training(args, {"family": "transformer"}) == 1
+    assert status == 1
     assert "--max-wait (3600 s) must be at least --max-run (7200 s)" in capsys.readouterr().err
     assert not [op for op, _ in aws if op == "CreateTrainingJob"]
+
+
+def test_s3_data_is_used_where_it_is(aws) -> None:
+    status = main([
+        "train", "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
+        "--instance-type", "ml.m5.xlarge", "--no-wait", "--data", f"s3://{DATA}/corpus/",
+        "--validation", f"s3://{DATA}/held-out/",
+    ])
+    assert status == 0
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+                for c in only(aws, "CreateTrainingJob")["InputDataConfig"]}
+    assert channels == {"train": f"s3://{DATA}/corpus/", "validation": f"s3://{DATA}/held-out/"}
+    assert not [op for op, _ in aws if op == "PutObject"]
+
+
+def test_hyperparameter_typos_fail_before_any_request(
+        aws, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main([
+        "train", "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
+        "--instance-type", "ml.m5.xlarge", "--max_step", "20",
+    ])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "unknown hyperparameter max_step" in error and "max_steps" in error
+    assert not [op for op, _ in aws if op.startswith("Create")]
 
 
 def test_container_mode_reads_local_folders_only() -> None:
@@ -226,12 +240,11 @@ def model_files(bucket: str, key: str) -> list[str]:
 
 
 def test_realtime_endpoint_requests(aws, artifact: Path) -> None:
-    args = deploy_parser().parse_args([
-        str(artifact), "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE,
+    assert main([
+        "deploy", str(artifact), "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE,
         "--bucket", ARTIFACTS, "--instance-type", "ml.g4dn.xlarge", "--instance-count", "2",
         "--endpoint-name", "genkiln-test", "--env", "GENKILN_LOG_LEVEL=debug",
-    ])
-    assert deployer.deploy(args) == 0
+    ]) == 0
 
     model = only(aws, "CreateModel")
     assert model["ModelName"] == "genkiln-test"
@@ -257,12 +270,11 @@ def test_realtime_endpoint_requests(aws, artifact: Path) -> None:
 
 def test_serverless_endpoint_has_no_instances(aws) -> None:
     uri = f"s3://{ARTIFACTS}/training/job/output/model.tar.gz"
-    args = deploy_parser().parse_args([
-        uri, "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
-        "--serverless", "4096", "--max-concurrency", "2", "--endpoint-name", "genkiln-sls",
-        "--no-wait",
-    ])
-    assert deployer.deploy(args) == 0
+    assert main([
+        "deploy", uri, "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE,
+        "--bucket", ARTIFACTS, "--serverless", "4096", "--max-concurrency", "2",
+        "--endpoint-name", "genkiln-sls", "--no-wait",
+    ]) == 0
     # An S3 artifact is used where it is, not copied.
     assert only(aws, "CreateModel")["PrimaryContainer"]["ModelDataUrl"] == uri
     [variant] = only(aws, "CreateEndpointConfig")["ProductionVariants"]
@@ -271,12 +283,11 @@ def test_serverless_endpoint_has_no_instances(aws) -> None:
 
 
 def test_async_endpoint_writes_to_the_artifact_bucket(aws, artifact: Path) -> None:
-    args = deploy_parser().parse_args([
-        str(artifact), "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE,
+    assert main([
+        "deploy", str(artifact), "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE,
         "--bucket", ARTIFACTS, "--instance-type", "ml.m5.xlarge", "--async",
         "--endpoint-name", "genkiln-async", "--no-wait",
-    ])
-    assert deployer.deploy(args) == 0
+    ]) == 0
     config = only(aws, "CreateEndpointConfig")
     assert config["AsyncInferenceConfig"] == {"OutputConfig": {
         "S3OutputPath": f"s3://{ARTIFACTS}/async/genkiln-async/responses",
@@ -285,8 +296,8 @@ def test_async_endpoint_writes_to_the_artifact_bucket(aws, artifact: Path) -> No
 
 
 def test_endpoint_without_instances_or_serverless_is_refused(aws, artifact: Path) -> None:
-    args = deploy_parser().parse_args([
-        str(artifact), "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE,
+    args, _ = build_parser().parse_known_args([
+        "deploy", str(artifact), "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE,
         "--bucket", ARTIFACTS])
     with pytest.raises(ValueError, match="--instance-type"):
         deployer.deploy(args)
