@@ -43,7 +43,13 @@ start_dockerd() {
     # No init system runs here (CI, containers): start the daemon in its own session so it
     # outlives this script and ignores the caller's terminal and signals.
     log "starting dockerd (log: $dockerd_log)"
-    sudo_if_needed setsid dockerd >"$dockerd_log" 2>&1 </dev/null &
+    # Not through sudo_if_needed: a backgrounded function is a subshell that would linger.
+    if [[ "$(id -u)" -eq 0 ]]; then
+      setsid dockerd >"$dockerd_log" 2>&1 </dev/null &
+    else
+      # shellcheck disable=SC2024  # the log is the caller's own file, written as the caller
+      sudo setsid dockerd >"$dockerd_log" 2>&1 </dev/null &
+    fi
   fi
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && { log "dockerd is ready"; return 0; }
