@@ -26,6 +26,7 @@ DURATIONS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 REST = "REST"
 END = "<end>"
 LOWEST, HIGHEST = 21, 108  # the piano's range: A0 .. C8
+_EXTRACTION = 2  # bump when melody extraction changes, to invalidate cached corpora
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ def _melody_of(score: object) -> list[Note]:
 
     top = max(parts, key=mean_pitch)  # the melody is usually the highest voice
     notes: list[Note] = []
-    for element in top.flatten().notesAndRests:
+    # Notes crossing a bar line arrive as tied pieces: merge them back into one note.
+    for element in top.stripTies().flatten().notesAndRests:
         length = float(element.quarterLength)
         if length <= 0:
             continue  # grace notes
@@ -129,8 +131,11 @@ def _melody_of(score: object) -> list[Note]:
         else:  # a chord in a melody line: keep its top note
             pitch = int(max(p.midi for p in element.pitches))
         notes.append(Note(pitch, snap(length)))
+    # Rests before the first and after the last note only pad bars: not part of the tune.
     while notes and notes[0].pitch is None:
         notes.pop(0)
+    while notes and notes[-1].pitch is None:
+        notes.pop()
     return notes
 
 
@@ -141,7 +146,8 @@ def bundled_chorales() -> MusicCorpus:
 
     paths = sorted(corpus.getComposer("bach"))
     source = f"bundled: Bach chorales from music21 {music21.__version__}"
-    key = hashlib.sha256(f"{music21.__version__}|{len(paths)}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{music21.__version__}|{len(paths)}|{_EXTRACTION}".encode()
+                         ).hexdigest()[:16]
     cache = _cache_dir() / f"bach-melodies-{key}.json"
     try:
         raw = json.loads(cache.read_text(encoding="utf-8"))

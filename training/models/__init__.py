@@ -12,7 +12,7 @@ from training.hyperparameters import HyperparameterError
 @dataclass(frozen=True)
 class Family:
     name: str
-    modality: str  # "text" | "image" | "music": what its data folders must hold
+    modalities: tuple[str, ...]  # "text" | "image" | "music": what its data may be
     config_module: str  # module holding the family's model config dataclass
     config_class: str
     recipe_module: str  # module with the family's `Recipe` (data, steps, export, load)
@@ -37,13 +37,24 @@ FAMILIES: dict[str, Family] = {
     for f in [
         Family(
             name="transformer",
-            modality="text",
+            modalities=("text",),
             config_module="training.models.transformer",
             config_class="TransformerConfig",
             recipe_module="training.recipes.transformer",
-            metrics=("train_loss", "val_loss", "val_perplexity", "tokens_per_second",
-                     "learning_rate"),
+            metrics=("train_loss", "val_loss", "val_perplexity", "ngram_perplexity",
+                     "tokens_per_second", "learning_rate"),
             description="GPT-style decoder language model with a byte-level BPE tokenizer",
+        ),
+        Family(
+            name="rnn",
+            modalities=("music", "text"),
+            config_module="training.models.rnn",
+            config_class="RNNConfig",
+            recipe_module="training.recipes.rnn",
+            metrics=("train_loss", "val_loss", "val_perplexity", "ngram_perplexity",
+                     "in_key_share", "tokens_per_second", "learning_rate"),
+            description="LSTM/GRU sequence model: continues melodies (Bach chorales by "
+                        "default) or text",
         ),
     ]
 }

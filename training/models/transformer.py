@@ -138,6 +138,11 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    @property
+    def context_limit(self) -> int:
+        """Longest prompt + continuation this model can serve."""
+        return self.config.block_size
+
     def model_args(self) -> dict[str, object]:
         return asdict(self.config)
 

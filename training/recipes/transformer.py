@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from training import checkpoint
 from training.artifact import Artifact, ArtifactError, write_artifact
 from training.config import TrainConfig
 from training.data import tokens as token_data
@@ -128,6 +129,9 @@ class Recipe:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.grad_clip)
         self.optimizer.step()
         return {"train_loss": loss.item(), "tokens": float(x.numel())}
+
+    def state_objects(self) -> dict[str, checkpoint.Stateful]:
+        return {"model": self.model, "optimizer": self.optimizer, "batches": self.batches}
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _, loss = self.model(x, y)
