@@ -58,12 +58,17 @@ RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.tom
       > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
-# C/C++ headers and static libraries only matter for compiling extensions: drop them.
+# What serving and training never load goes: C/C++ headers and static libraries (for
+# compiling extensions), torch's C++ test binaries and protobuf compiler (about 130 MB;
+# torch/bin keeps torch_shm_manager, which DataLoader workers use), and pip.
 COPY . .
 RUN pip install --no-deps . \
-    && rm -rf /opt/venv/lib/python3.11/site-packages/torch/include \
+    && site=/opt/venv/lib/python3.11/site-packages \
+    && rm -rf "$site/torch/include" "$site/torch/test" \
+    && find "$site/torch/bin" -type f \( -name '*Test' -o -name 'test_*' -o -name 'protoc*' \) -delete \
     && find /opt/venv -name '*.a' -delete \
-    && python3 -c 'import torch, inference, training; print("torch", torch.__version__)'
+    && pip uninstall --yes --quiet pip \
+    && python3 -c 'import torch, inference.cli, training.entry; print("torch", torch.__version__)'
 
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE}

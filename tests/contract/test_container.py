@@ -76,6 +76,12 @@ def test_image_trains_by_default() -> None:
     assert "8080/tcp" in config["ExposedPorts"]
 
 
+def test_cpu_image_stays_within_its_size_budget() -> None:
+    # The target for the CPU image; torch alone is about 0.7 GB of it.
+    size = int(docker("image", "inspect", "-f", "{{.Size}}", IMAGE).stdout)
+    assert size <= 1.3e9, f"{IMAGE} is {size / 1e9:.2f} GB; the CPU image budget is 1.3 GB"
+
+
 def test_image_runs_plain_commands_too(tmp_path: Path) -> None:
     # The SDK's local mode cleans root-owned files up this way on a Linux host.
     (tmp_path / "left-behind").write_text("x")
