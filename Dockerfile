@@ -15,7 +15,7 @@ ARG BASE_IMAGE=python:3.11-slim
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS builder
 
-# cpu: the CPU build of torch (a wheel in docker/wheels/ when there is one, else the PyTorch
+# cpu: the CPU build of torch (a wheel in .ci/image/wheels/ when there is one, else the PyTorch
 # CPU index); cuda: PyPI's torch, which brings its CUDA libraries as wheels (the host or
 # SageMaker instance supplies the NVIDIA driver; images must not bundle it).
 ARG TORCH_VARIANT=cpu
@@ -27,15 +27,15 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DEFAULT_TIMEOUT=180 \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 
-# Extra CA certificates from the build context (docker/certs/*.crt, normally none): behind a
+# Extra CA certificates from the build context (.ci/image/certs/*.crt, normally none): behind a
 # TLS-intercepting proxy pip can only verify its index with them. They stay in this stage.
-COPY docker/certs/ /usr/local/share/ca-certificates/genkiln/
+COPY .ci/image/certs/ /usr/local/share/ca-certificates/genkiln/
 RUN update-ca-certificates >/dev/null
 
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-COPY docker/wheels/ /tmp/wheels/
+COPY .ci/image/wheels/ /tmp/wheels/
 RUN set -eu; \
     case "$TORCH_VARIANT" in \
       cpu) \
@@ -79,7 +79,7 @@ LABEL org.opencontainers.image.title="genkiln" \
       com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
 
 COPY --from=builder /opt/venv /opt/venv
-COPY docker/entrypoint.sh /usr/local/bin/genkiln-entrypoint
+COPY .ci/image/entrypoint.sh /usr/local/bin/genkiln-entrypoint
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -89,7 +89,7 @@ EXPOSE 8080
 
 # Exec form and no init: the entry point `exec`s genkiln (or another program it is given),
 # so that genkiln is PID 1 and receives SageMaker's SIGTERM itself (spot interruption,
-# stopped job, endpoint scale-in). See docker/entrypoint.sh.
+# stopped job, endpoint scale-in). See .ci/image/entrypoint.sh.
 ENTRYPOINT ["/usr/local/bin/genkiln-entrypoint"]
 # The SDK's local-mode trainer passes no command, and SageMaker passes `train` or `serve`.
 CMD ["train"]

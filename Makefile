@@ -6,9 +6,12 @@ BIN := $(VENV)/bin
 # CPU-only or a specific CUDA build instead of PyPI's default for your platform.
 TORCH_VERSION := 2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= dev
+# dev: tests and linters; infra: the CDK app; sagemaker: the SDK for container/sagemaker modes.
+EXTRAS ?= dev,infra,sagemaker
+CDK := node_modules/.bin/cdk
+CDK_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench image synth deploy destroy clean
 
 setup: $(VENV)/.installed
 
@@ -24,7 +27,8 @@ run: setup
 	$(BIN)/genkiln demo --seconds 60
 
 ## The gate: lint, type checks, then every test (unit, contract, e2e, infra).
-test: setup lint
+## (With npm present, the pinned CDK CLI is installed first so the infra tests can run.)
+test: setup lint $(if $(shell command -v npm),$(CDK))
 	$(BIN)/pytest
 
 lint: setup
@@ -36,5 +40,26 @@ bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/transformer.py
 
+## The project image, built without pulling any image (debootstrap base, local CPU torch
+## wheel, this host's CA certificates); starts dockerd when it is not running. With
+## registry access, `docker build -t genkiln:latest .` builds the same image.
+image:
+	bash .ci/image.sh
+
+$(CDK): package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+## Synthesize the CDK app into cdk.out (no AWS credentials needed).
+synth: setup $(CDK)
+	$(CDK_ENV) $(CDK) synth --quiet
+
+## Deploy every stack the context asks for; outputs go to cdk-outputs.json.
+deploy: setup $(CDK)
+	$(CDK_ENV) $(CDK) deploy --all --outputs-file cdk-outputs.json
+
+destroy: setup $(CDK)
+	$(CDK_ENV) $(CDK) destroy --all
+
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) artifacts .pytest_cache .mypy_cache .ruff_cache cdk.out node_modules

@@ -5,7 +5,7 @@
 #    into an image with `docker import` (no registry needed). Built once, then reused.
 # 2. The project image from the root Dockerfile on that base, with
 #    - the CPU build of torch taken from a wheel on this disk when pip finds one
-#      (copied into docker/wheels/, which git and the image's final stage ignore), and
+#      (copied into .ci/image/wheels/, which git and the image's final stage ignore), and
 #    - this host's extra CA certificates (Debian's /usr/local/share/ca-certificates/), so pip
 #      inside the build can verify its index behind a TLS-intercepting proxy.
 #
@@ -65,25 +65,28 @@ build_base() {
 stage_context() {
   # Wheels: a CPU build of torch lying on this disk (pip's find-links); --no-index keeps pip
   # from downloading the multi-GB CUDA build when none lies here.
-  rm -f "$root"/docker/wheels/*.whl
+  rm -f "$root"/.ci/image/wheels/*.whl
   if [[ "$variant" == "cpu" ]]; then
-    if python3 -m pip download --quiet --no-deps --no-index -d "$root/docker/wheels" \
-      "torch==$torch_version" >/dev/null 2>&1 && ls "$root"/docker/wheels/torch-*+cpu-*.whl >/dev/null 2>&1; then
-      log "using $(basename "$root"/docker/wheels/torch-*.whl) from this disk"
+    if python3 -m pip download --quiet --no-deps --no-index -d "$root/.ci/image/wheels" \
+      "torch==$torch_version" >/dev/null 2>&1 && ls "$root"/.ci/image/wheels/torch-*+cpu-*.whl >/dev/null 2>&1; then
+      log "using $(basename "$root"/.ci/image/wheels/torch-*.whl) from this disk"
     else
-      rm -f "$root"/docker/wheels/*.whl
+      rm -f "$root"/.ci/image/wheels/*.whl
       log "no local CPU torch wheel: the build takes torch from the PyTorch CPU index"
     fi
   fi
   # Extra CA certificates of this host (corporate TLS proxies).
-  rm -f "$root"/docker/certs/*.crt
+  rm -f "$root"/.ci/image/certs/*.crt
   if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
-    cp /usr/local/share/ca-certificates/*.crt "$root/docker/certs/"
-    log "copied $(find "$root/docker/certs" -name "*.crt" | wc -l) extra CA certificate(s) into the build"
+    cp /usr/local/share/ca-certificates/*.crt "$root/.ci/image/certs/"
+    log "copied $(find "$root/.ci/image/certs" -name "*.crt" | wc -l) extra CA certificate(s) into the build"
   fi
 }
 
 build_base
+# The staged wheel and certificates are only for this build: never leave them in the tree,
+# where a `cdk synth` would copy them into its asset.
+trap 'rm -f "$root"/.ci/image/wheels/*.whl "$root"/.ci/image/certs/*.crt' EXIT
 stage_context
 started=$SECONDS
 log "building $image (TORCH_VARIANT=$variant) on $base_image"

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra import layout
 from training import launch, sagemaker_sdk
 
 log = logging.getLogger(__name__)
@@ -294,7 +295,7 @@ def deploy_to_sagemaker(args: argparse.Namespace, targets: launch.AwsTargets, *,
         role_arn=targets.role_arn,
         serverless_memory_mb=args.serverless_memory_mb,
         serverless_max_concurrency=args.max_concurrency,
-        async_output_s3_uri=(f"s3://{targets.artifact_bucket}/async/{name}"
+        async_output_s3_uri=(f"s3://{targets.artifact_bucket}/{layout.ASYNC_RESULTS}{name}"
                              if args.async_endpoint else None),
         kms_key_arn=targets.kms_key_arn,
         subnet_ids=targets.subnet_ids,
@@ -317,7 +318,7 @@ def upload_artifact(session: Any, artifact: str, bucket: str, name: str) -> str:
             raise ValueError(f"ModelDataUrl must be a .tar.gz, not {artifact}")
         return artifact
     path = Path(artifact)
-    key = f"models/{name}/model.tar.gz"
+    key = f"{layout.MODELS}{name}/model.tar.gz"
     s3 = session.boto_session.client("s3")
     if path.is_file() and path.name.endswith(".tar.gz"):
         s3.upload_file(str(path), bucket, key)

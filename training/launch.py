@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra import layout
 from training import sagemaker_sdk
 
 log = logging.getLogger(__name__)
@@ -402,7 +403,8 @@ def train_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: 
         stopping = StoppingCondition(max_runtime_in_seconds=launch.max_run_s,
                                      max_wait_time_in_seconds=max_wait)
         # A spot job restarts after an interruption; without checkpoints it starts over.
-        checkpoint_uri = checkpoint_uri or f"s3://{targets.artifact_bucket}/checkpoints/{run_id}"
+        checkpoint_uri = checkpoint_uri or (
+            f"s3://{targets.artifact_bucket}/{layout.CHECKPOINTS}{run_id}")
 
     trainer = ModelTrainer(
         training_image=targets.image_uri,
@@ -418,7 +420,9 @@ def train_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: 
         stopping_condition=stopping,
         hyperparameters=dict(launch.hyperparameters),
         output_data_config=OutputDataConfig(
-            s3_output_path=f"s3://{targets.artifact_bucket}/training",
+            # The execution role may write models/ only (infra/layout.py):
+            # models/<job>/output/model.tar.gz.
+            s3_output_path=f"s3://{targets.artifact_bucket}/{layout.MODELS.rstrip('/')}",
             kms_key_id=targets.kms_key_arn,
             compression_type="GZIP",
         ),
@@ -465,7 +469,7 @@ def _upload_channel(session: Any, source: str, bucket: str, run_id: str, channel
     else:
         raise ValueError(f"channel {channel!r}: {source} is neither a folder, a file nor an "
                          "s3:// URI")
-    prefix = f"data/{run_id}/{channel}"
+    prefix = f"{layout.DATASETS}{run_id}/{channel}"
     s3 = session.boto_session.client("s3")
     for path in files:
         s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(base).as_posix()}")

@@ -120,12 +120,12 @@ def test_training_job_request_carries_the_launch(aws, corpus: Path) -> None:
     checkpoint = request["CheckpointConfig"]
     assert checkpoint["S3Uri"].startswith(f"s3://{ARTIFACTS}/checkpoints/genkiln-transformer-")
     assert checkpoint["LocalPath"] == "/opt/ml/checkpoints"
-    assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{ARTIFACTS}/training"
+    assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{ARTIFACTS}/models"
 
     [channel] = request["InputDataConfig"]
     assert channel["ChannelName"] == "train"
     uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
-    assert uri.startswith(f"s3://{ARTIFACTS}/data/")
+    assert uri.startswith(f"s3://{ARTIFACTS}/datasets/")
     prefix = uri.removeprefix(f"s3://{ARTIFACTS}/")
     listed = boto3.client("s3").list_objects_v2(Bucket=ARTIFACTS, Prefix=prefix)
     assert sorted(o["Key"].removeprefix(prefix) for o in listed["Contents"]) == [
@@ -269,7 +269,7 @@ def test_realtime_endpoint_requests(aws, artifact: Path) -> None:
 
 
 def test_serverless_endpoint_has_no_instances(aws) -> None:
-    uri = f"s3://{ARTIFACTS}/training/job/output/model.tar.gz"
+    uri = f"s3://{ARTIFACTS}/models/job/output/model.tar.gz"
     assert main([
         "deploy", uri, "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE,
         "--bucket", ARTIFACTS, "--serverless", "4096", "--max-concurrency", "2",
