@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from training import checkpoint
 from training.artifact import Artifact, ArtifactError, write_artifact
 from training.config import TrainConfig
 from training.data import tokens as token_data
@@ -34,7 +33,7 @@ from training.data.music import (
 from training.data.text import load_text_folder
 from training.data.tokenizer import TextTokenizer
 from training.models.rnn import RNNConfig, SequenceRNN
-from training.ngram import ngram_perplexity
+from training.recipes.sequence import SequenceRecipe, tokenize_text
 
 FAMILY = "rnn"
 TOKENIZER_FILE = "tokenizer.json"
@@ -95,7 +94,7 @@ def continue_melody(model: SequenceRNN, vocab: EventVocabulary, primer: list[Not
     return vocab.decode(out)
 
 
-class Recipe:
+class Recipe(SequenceRecipe):
     def __init__(self, run: TrainConfig, model_cfg: RNNConfig, *, train_dir: Path | None,
                  validation_dir: Path | None, device: torch.device,
                  log: Callable[[str], None] = print) -> None:
@@ -121,31 +120,22 @@ class Recipe:
             examples = len(train) + len(val)
         else:
             assert scan is not None
-            text = load_text_folder(scan, text_key=run.text_key)
-            log(f"train channel: {len(text.documents)} documents from {text.files} files")
-            if validation_dir is not None:
-                held = load_text_folder(scan_folder(validation_dir), text_key=run.text_key)
-                train_docs, val_docs = text.documents, held.documents
-            else:
-                train_docs, val_docs = token_data.split(text.documents, run.val_fraction,
-                                                        run.seed, text.source)
-            self.tokenizer = TextTokenizer.train(train_docs, vocab_size=model_cfg.vocab_size)
-            eot = self.tokenizer.eot_id
-            self.train_tokens = token_data.concat(self.tokenizer.encode_batch(train_docs), eot)
-            self.val_tokens = token_data.concat(self.tokenizer.encode_batch(val_docs), eot)
-            vocab_size, source, files = self.tokenizer.vocab_size, text.source, text.files
-            examples = len(train_docs) + len(val_docs)
+            corpus_text = load_text_folder(scan, text_key=run.text_key)
+            log(f"train channel: {len(corpus_text.documents)} documents from "
+                f"{corpus_text.files} files")
+            text = tokenize_text(corpus_text, run, validation_dir=validation_dir,
+                                 vocab_size=model_cfg.vocab_size)
+            self.tokenizer, self.train_tokens, self.val_tokens = (text.tokenizer, text.train,
+                                                                  text.val)
+            vocab_size, source, files = (self.tokenizer.vocab_size, corpus_text.source,
+                                         corpus_text.files)
+            examples = text.documents
 
-        for name, tokens in (("train", self.train_tokens), ("validation", self.val_tokens)):
-            token_data.require_length(name, tokens, model_cfg.seq_len + 1, "seq_len")
         self.model_cfg = RNNConfig(**{**asdict(model_cfg), "vocab_size": vocab_size})
         torch.manual_seed(run.seed)
-        self.model = SequenceRNN(self.model_cfg).to(device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=run.learning_rate,
-                                           weight_decay=run.weight_decay)
-        self.batches = torch.Generator().manual_seed(run.seed)
-        self.baseline = {"ngram_perplexity": ngram_perplexity(
-            self.train_tokens, self.val_tokens, vocab_size)}
+        self.model: SequenceRNN = SequenceRNN(self.model_cfg).to(device)
+        self._setup_training(run, vocab_size=vocab_size, window=self.model_cfg.seq_len,
+                             window_key="seq_len")
         self.data_summary = {
             "source": source, "modality": self.modality, "files": files,
             "examples": examples, "train_tokens": len(self.train_tokens),
@@ -162,34 +152,10 @@ class Recipe:
         return token_data.split(corpus.melodies, self.run.val_fraction, self.run.seed,
                                 corpus.source)
 
-    def state_objects(self) -> dict[str, checkpoint.Stateful]:
-        return {"model": self.model, "optimizer": self.optimizer, "batches": self.batches}
-
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _, loss, _ = self.model(x, y)
         assert loss is not None
         return loss
-
-    def train_step(self, lr: float) -> dict[str, float]:
-        self.model.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        x, y = token_data.windows(self.train_tokens, self.batches, self.run.batch_size,
-                                  self.model_cfg.seq_len, self.device)
-        loss = self._loss(x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.run.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.grad_clip)
-        self.optimizer.step()
-        return {"train_loss": loss.item(), "tokens": float(x.numel())}
-
-    def evaluate(self) -> dict[str, float]:
-        self.model.eval()
-        return {**token_data.held_out_loss(
-            self._loss, self.val_tokens, seed=self.run.seed, batches=self.run.eval_batches,
-            batch_size=self.run.batch_size, length=self.model_cfg.seq_len,
-            device=self.device), **self.baseline}
 
     def _continuations(self) -> list[tuple[list[Note], list[Note]]]:
         assert self.vocabulary is not None

@@ -1,0 +1,119 @@
+"""What the token-by-token families share: text prepared for them, and the training step.
+
+A sequence recipe holds `train_tokens` and `val_tokens` (one array each), a `model` whose
+`_loss(x, y)` is next-token cross-entropy, and trains on random windows of `window`
+tokens; held-out loss is measured on the same windows every time, beside an n-gram
+baseline's perplexity on the same tokens.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import checkpoint
+from training.config import TrainConfig
+from training.data import tokens as token_data
+from training.data.folder import scan_folder
+from training.data.text import TextCorpus, load_text_folder
+from training.data.tokenizer import TextTokenizer
+from training.ngram import ngram_perplexity
+
+
+@dataclass(frozen=True)
+class TextTokens:
+    """A text corpus split, a BPE tokenizer trained on its training part, and both parts
+    as token arrays (each document closed by <|endoftext|>)."""
+
+    tokenizer: TextTokenizer
+    train: np.ndarray
+    val: np.ndarray
+    documents: int
+    characters: int
+
+
+def tokenize_text(corpus: TextCorpus, run: TrainConfig, *, validation_dir: Path | None,
+                  vocab_size: int) -> TextTokens:
+    if validation_dir is not None:
+        held_out = load_text_folder(scan_folder(validation_dir), text_key=run.text_key)
+        train_docs, val_docs = corpus.documents, held_out.documents
+    else:
+        train_docs, val_docs = token_data.split(corpus.documents, run.val_fraction, run.seed,
+                                                corpus.source)
+    tokenizer = TextTokenizer.train(train_docs, vocab_size=vocab_size)
+    eot = tokenizer.eot_id
+    return TextTokens(
+        tokenizer=tokenizer,
+        train=token_data.concat(tokenizer.encode_batch(train_docs), eot),
+        val=token_data.concat(tokenizer.encode_batch(val_docs), eot),
+        documents=len(train_docs) + len(val_docs),
+        characters=sum(map(len, train_docs)) + sum(map(len, val_docs)),
+    )
+
+
+class SequenceRecipe(ABC):
+    """Training step, evaluation and checkpoint state of a next-token model."""
+
+    run: TrainConfig
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: torch.Generator
+    train_tokens: np.ndarray
+    val_tokens: np.ndarray
+    window: int  # tokens per training window
+    baseline: dict[str, float]
+
+    def _setup_training(self, run: TrainConfig, *, vocab_size: int, window: int,
+                        window_key: str) -> None:
+        """After the subclass built `model`: check the data, make optimizer and sampler.
+
+        ``window_key`` names the hyperparameter that sets ``window``, for the error a
+        too-small data set gets.
+        """
+        for name, tokens in (("train", self.train_tokens), ("validation", self.val_tokens)):
+            token_data.require_length(name, tokens, window + 1, window_key)
+        self.window = window
+        # Decoupled weight decay on matrices only (Loshchilov & Hutter 2019): decaying
+        # biases, norms and recurrent gates' biases only hurts.
+        params = list(self.model.parameters())
+        self.optimizer = torch.optim.AdamW(
+            [{"params": [p for p in params if p.dim() >= 2], "weight_decay": run.weight_decay},
+             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+            lr=run.learning_rate, betas=(0.9, 0.95))
+        self.batches = torch.Generator().manual_seed(run.seed)
+        self.baseline = {"ngram_perplexity": ngram_perplexity(
+            self.train_tokens, self.val_tokens, vocab_size)}
+
+    @abstractmethod
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy of ``model`` on inputs ``x`` and targets ``y``."""
+
+    def state_objects(self) -> dict[str, checkpoint.Stateful]:
+        return {"model": self.model, "optimizer": self.optimizer, "batches": self.batches}
+
+    def train_step(self, lr: float) -> dict[str, float]:
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = token_data.windows(self.train_tokens, self.batches, self.run.batch_size,
+                                  self.window, self.device)
+        loss = self._loss(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.run.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.grad_clip)
+        self.optimizer.step()
+        return {"train_loss": loss.item(), "tokens": float(x.numel())}
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out loss and perplexity, beside the n-gram baseline's perplexity."""
+        self.model.eval()
+        return {**token_data.held_out_loss(
+            self._loss, self.val_tokens, seed=self.run.seed, batches=self.run.eval_batches,
+            batch_size=self.run.batch_size, length=self.window, device=self.device),
+            **self.baseline}
