@@ -20,6 +20,10 @@ from training.artifact import Artifact, ArtifactError
 #: family -> "module:Class" of its handler.
 HANDLERS = {
     "transformer": "inference.handlers.transformer:TextGenerationHandler",
+    "gan": "inference.handlers.gan:GANHandler",
+    "vae": "inference.handlers.vae:VAEHandler",
+    "rbm": "inference.handlers.rbm:RBMHandler",
+    "autoencoder": "inference.handlers.autoencoder:AutoencoderHandler",
 }
 
 
