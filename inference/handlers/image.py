@@ -48,7 +48,7 @@ class SampleRequest(ImageRequest):
     kind: Literal["sample"] = "sample"
     n: int = Field(1, ge=1, le=MAX_IMAGES, description="images to generate")
     class_: int | str | None = Field(None, alias="class",
-                                     description="class index or name (conditional models)")
+                                     description="class name or index (conditional models)")
 
 
 class OneImageRequest(ImageRequest):
@@ -118,13 +118,14 @@ class ImageHandler:
         if not names:
             raise ClientError(f"this {self.family} model is unconditional (trained without "
                               f"class subfolders): drop 'class'")
-        if isinstance(value, str) and value in names:
-            return names.index(value)
+        # A class name wins over an index, so 7 means the class named "7" when there is one.
+        if str(value) in names:
+            return names.index(str(value))
         if isinstance(value, int) and 0 <= value < len(names):
             return value
         shown = ", ".join(names) if len(names) <= 20 else f"{names[0]} … {names[-1]}"
-        raise ClientError(f"class {value!r} is out of range: give an index from 0 to "
-                          f"{len(names) - 1} or a class name ({shown})")
+        raise ClientError(f"class {value!r} is out of range: give a class name ({shown}) "
+                          f"or an index from 0 to {len(names) - 1}")
 
     def image(self, value: Any, where: str) -> torch.Tensor:
         """One input image -> (1, C, S, S) in [0, 1], or a ClientError saying what to fix."""

@@ -64,8 +64,8 @@ FAMILIES: dict[str, Family] = {
             metrics=("d_loss", "g_loss", "val_fid", "val_fid_floor", "val_fid_untrained",
                      "val_confidence", "images_per_second", "learning_rate"),
             description="class-conditional DCGAN with a spectrally normalised discriminator",
-            train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.0002",
-                            "min_learning_rate": "0.0001", "max_steps": "6000",
+            train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.0003",
+                            "min_learning_rate": "0.0001", "max_steps": "3000",
                             "grad_clip": "0", "eval_interval": "1000"},
         ),
         Family(
@@ -78,7 +78,8 @@ FAMILIES: dict[str, Family] = {
                      "val_fid_untrained", "val_confidence", "images_per_second",
                      "learning_rate"),
             description="convolutional variational autoencoder, optionally class-conditional",
-            train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.002", "max_steps": "6000"},
+            train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.002", "max_steps": "3000",
+                            "eval_interval": "1000"},
         ),
         Family(
             name="rbm",
@@ -105,7 +106,8 @@ FAMILIES: dict[str, Family] = {
                      "val_auroc_noise", "val_auroc_untrained", "images_per_second",
                      "learning_rate"),
             description="convolutional autoencoder: latent codes and anomaly scores",
-            train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.002", "max_steps": "4000"},
+            train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.002", "max_steps": "2000",
+                            "eval_interval": "1000"},
         ),
     ]
 }

@@ -27,8 +27,8 @@ from training.models.convnets import ConvDecoder, ConvEncoder, ImageSpec, check_
 class GANConfig:
     image_size: int = 8  # images are resized to image_size × image_size (power of two, 8-128)
     latent_dim: int = 32  # dimensions of the noise z the generator maps to an image
-    g_width: int = 64  # channels of the generator's last feature map (doubling toward 4×4)
-    d_width: int = 64  # channels of the discriminator's first feature map
+    g_width: int = 32  # channels of the generator's last feature map (doubling toward 4×4)
+    d_width: int = 32  # channels of the discriminator's first feature map
     conditional: bool = True  # condition on the class when the data has classes (subfolders)
     label_smoothing: float = 0.1  # one-sided: D's target for real images is 1 - this
     spectral_norm: bool = True  # spectral normalisation of the discriminator's layers

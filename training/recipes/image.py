@@ -72,6 +72,10 @@ class ImageRecipe:
         self.y_val = None if val.labels is None else torch.from_numpy(val.labels).to(device)
         self.data_summary = {**train.summary(), "images": len(train) + len(val),
                              "train_images": len(train), "validation_images": len(val)}
+        if train.labels is not None and val.labels is not None:
+            counts = np.bincount(np.r_[train.labels, val.labels], minlength=len(train.classes))
+            self.data_summary["per_class"] = dict(zip(train.classes, counts.tolist(),
+                                                      strict=True))
         self.batches = torch.Generator().manual_seed(run.seed)
         self.features = FeatureSpace(self.x_train.cpu(), None if self.y_train is None
                                      else self.y_train.cpu(), len(train.classes),
