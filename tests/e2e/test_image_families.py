@@ -128,3 +128,54 @@ def test_a_short_run_beats_untrained_weights(family: str, tmp_path: Path) -> Non
         assert metrics["val_probe_accuracy"] > 0.8
     if family == "autoencoder":
         assert metrics["val_auroc"] > 0.9
+
+
+def test_unlabelled_colour_images_train_and_serve(tmp_path: Path) -> None:
+    """Loose RGB images of another size: unconditional, resized, scored in PCA space."""
+    import base64
+    import io
+
+    import numpy as np
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from inference.server import create_app
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(40):
+        pixels = np.zeros((24, 24, 3), dtype=np.uint8)
+        pixels[:, :, i % 3] = 255  # red, green or blue squares...
+        pixels[rng.integers(0, 12):, :12] = 40  # ...with a dark corner somewhere
+        Image.fromarray(pixels).save(data / f"square-{i}.png")
+    opt_ml = emulate_opt_ml(tmp_path / "opt_ml", data=data, hyperparameters={
+        **IMAGE_TINY["autoencoder"], "image_size": "16"})
+    assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
+    manifest = json.loads((opt_ml.model_dir / "genkiln.json").read_text())
+    assert manifest["model_args"]["image"] == {"size": 16, "channels": 3, "classes": []}
+    assert 0.0 <= manifest["metrics"]["val_auroc"] <= 1.0
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 200, dtype=np.uint8)).save(buffer, "PNG")
+    with TestClient(create_app(opt_ml.model_dir)) as client:
+        while client.get("/ping").status_code != 200:
+            time.sleep(0.02)
+        answer = client.post("/invocations", json={
+            "kind": "score", "image": base64.b64encode(buffer.getvalue()).decode()})
+        assert answer.status_code == 200, answer.text
+        assert isinstance(answer.json()["anomaly"], bool)
+        gray = np.zeros((16, 16)).tolist()  # a grayscale pixel list for a colour model
+        refused = client.post("/invocations", json={"kind": "encode", "image": gray})
+        assert refused.status_code == 422 and "[16, 16, 3] pixel lists" in refused.text
+
+
+def test_unlabelled_images_give_a_fid_without_confidence(tmp_path: Path) -> None:
+    from tests.conftest import write_digit_pngs
+
+    data = write_digit_pngs(tmp_path / "data", subfolders=False, per_class=15)
+    opt_ml = emulate_opt_ml(tmp_path / "opt_ml", data=data,
+                            hyperparameters=IMAGE_TINY["vae"])
+    assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
+    metrics = json.loads((opt_ml.model_dir / "genkiln.json").read_text())["metrics"]
+    assert metrics["val_fid"] > 0 and "val_confidence" not in metrics

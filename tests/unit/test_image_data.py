@@ -11,6 +11,7 @@ from tests.conftest import write_digit_pngs
 from training.data.errors import DataError
 from training.data.folder import scan_folder
 from training.data.images import bundled_digits, load_image_folder, split
+from training.data.inspect import summarize
 from training.data.png import encode_png, grid
 
 
@@ -96,3 +97,10 @@ def test_grid_and_png_round_trip() -> None:
     png = encode_png(images[0], scale=2)
     with Image.open(io.BytesIO(png)) as pil:
         assert pil.size == (16, 16) and pil.mode == "L"
+
+
+def test_inspect_checks_and_summarises_images(digits_dir: Path) -> None:
+    summary = summarize(digits_dir)
+    assert summary["modality"] == "image" and summary["images"] == 24
+    assert summary["mode"] == "L" and summary["classes"] == "3, 7"
+    assert summary["families"] == "gan, vae, rbm, autoencoder"

@@ -94,7 +94,8 @@ FAMILIES: dict[str, Family] = {
             description="Bernoulli RBM trained by contrastive divergence (CD-k or persistent)",
             train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.05",
                             "min_learning_rate": "0.005", "batch_size": "10",
-                            "max_steps": "3000", "grad_clip": "0", "eval_interval": "1500"},
+                            "max_steps": "10000", "grad_clip": "0", "eval_interval": "5000",
+                            "log_interval": "1000"},
         ),
         Family(
             name="autoencoder",

@@ -24,7 +24,7 @@ from training.models.convnets import ImageSpec, check_image_size
 @dataclass
 class RBMConfig:
     image_size: int = 8  # images are resized to image_size × image_size (power of two, 8-128)
-    n_hidden: int = 100  # binary hidden units: the features `features` returns
+    n_hidden: int = 256  # binary hidden units: the features `features` returns
     cd_steps: int = 1  # k of CD-k: Gibbs steps per update for the negative samples
     persistent: bool = True  # persistent CD: negative chains carry over between updates
     momentum: float = 0.5  # SGD momentum of the updates
