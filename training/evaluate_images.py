@@ -89,7 +89,7 @@ def auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:
 
 
 def corrupt(images: torch.Tensor, generator: torch.Generator,
-            fraction: float = 0.25) -> torch.Tensor:
+            fraction: float = 0.1) -> torch.Tensor:
     """Replace ``fraction`` of each image's pixels by uniform noise."""
     mask = torch.rand(images.shape, generator=generator) < fraction
     noise = torch.rand(images.shape, generator=generator)

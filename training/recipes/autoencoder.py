@@ -47,7 +47,20 @@ class Recipe(ImageRecipe):
         return [self.model]
 
     def reference_metrics(self) -> dict[str, float]:
-        return {"val_auroc_untrained": self.evaluate()["val_auroc"]}
+        """Untrained weights, and PCA with as many components as the code has dimensions
+        (the linear autoencoder), scored on the same held-out and anomalous images."""
+        flat = self.x_train.flatten(1).cpu()
+        mean = flat.mean(0, keepdim=True)
+        _, _, v = torch.linalg.svd(flat - mean, full_matrices=False)
+        basis = v[:self.cfg.latent_dim].T  # (D, latent_dim)
+
+        def pca_error(x: torch.Tensor) -> np.ndarray:
+            centred = x.flatten(1).cpu() - mean
+            return ((centred - centred @ basis @ basis.T) ** 2).mean(1).numpy()
+
+        anomalies = np.r_[pca_error(self.corrupted), pca_error(self.noise)]
+        return {"val_auroc_untrained": self.evaluate()["val_auroc"],
+                "val_auroc_pca": auroc(pca_error(self.x_val), anomalies)}
 
     def train_step(self, lr: float) -> dict[str, float]:
         self.model.train()

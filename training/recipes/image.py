@@ -18,6 +18,7 @@ import torch
 
 from training.artifact import Artifact, ArtifactError, write_artifact
 from training.config import TrainConfig
+from training.data.errors import DataError
 from training.data.folder import scan_folder
 from training.data.images import ImageSet, bundled_digits, load_image_folder, split
 from training.data.png import encode_png, grid
@@ -43,8 +44,6 @@ def load_images(train_dir: Path | None, validation_dir: Path | None, *, size: in
         return split(data, val_fraction, seed)
     held_out = load_image_folder(scan_folder(validation_dir), size=size)
     if held_out.mode != data.mode or held_out.classes != data.classes:
-        from training.data.errors import DataError
-
         raise DataError(
             f"the validation channel ({held_out.mode}, classes {list(held_out.classes)}) "
             f"does not match the train channel ({data.mode}, classes {list(data.classes)}); "
