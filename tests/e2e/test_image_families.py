@@ -127,7 +127,7 @@ def test_a_short_run_beats_untrained_weights(family: str, tmp_path: Path) -> Non
     if family == "rbm":
         assert metrics["val_probe_accuracy"] > 0.8
     if family == "autoencoder":
-        assert metrics["val_auroc"] > 0.9
+        assert metrics["val_auroc"] > 0.75
 
 
 def test_unlabelled_colour_images_train_and_serve(tmp_path: Path) -> None:
