@@ -83,7 +83,7 @@ class ImageHandler:
             raise ClientError(f'send a JSON object such as {{"kind": "{next(iter(self.kinds))}", '
                               f'"seed": 1}}')
         kind = payload.get("kind", next(iter(self.kinds)))
-        if kind not in self.kinds:
+        if not isinstance(kind, str) or kind not in self.kinds:
             raise ClientError(f"kind {kind!r} is not served by this {self.family} model; use "
                               f"one of: {', '.join(self.kinds)}")
         model = self.kinds[kind]

@@ -157,6 +157,7 @@ BAD = [
     ("gan", {"kind": "reconstruct", "image": DIGIT.tolist()}, 422,
      "kind 'reconstruct' is not served by this gan model; use one of: sample"),
     ("autoencoder", {"kind": "sample"}, 422, "use one of: encode, score"),
+    ("autoencoder", {"kind": ["score"]}, 422, "use one of: encode, score"),
     ("gan", {"kind": "sample", "class": 12}, 422,
      "class 12 is out of range: give a class name (3, 7) or an index from 0 to 1"),
     ("gan", {"kind": "sample", "class": "cat"}, 422, "class 'cat' is out of range"),
