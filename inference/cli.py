@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,6 @@ def _serve(args: argparse.Namespace) -> int:
     model_dir = args.model_dir
     host = args.host
     if model_dir is None:  # the container case: SageMaker unpacks the model here
-        import os
-
         model_dir = Path(os.environ.get(env.SM_MODEL_DIR, str(DEFAULT_ROOT / "model")))
         host = host or "0.0.0.0"
     serve(model_dir, host=host or "127.0.0.1", port=args.port, device=args.device)

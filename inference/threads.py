@@ -20,7 +20,7 @@ from training import environment as env
 log = logging.getLogger("genkiln.serve")
 
 
-def fit_threads(probe: Callable[[], None], *, rounds: int = 3) -> int:
+def fit_threads(probe: Callable[[], object], *, rounds: int = 3) -> int:
     """Set torch's intra-op threads to the faster of 1 and all cores for ``probe``."""
     forced = os.environ.get(env.GENKILN_NUM_THREADS)
     if forced:

@@ -64,7 +64,7 @@ def write_artifact(
     weights = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
     save_file(weights, str(directory / WEIGHTS))
     for name, source in (extra_files or {}).items():
-        (directory / name).parent.mkdir(parents=True, exist_ok=True)  # e.g. samples/grid.png
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)  # samples/...
         shutil.copyfile(source, directory / name)
     files = [WEIGHTS, *(extra_files or {})]
     manifest = {

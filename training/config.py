@@ -23,6 +23,7 @@ class TrainConfig:
     eval_interval: int = 250  # steps between held-out evaluations
     eval_batches: int = 20  # batches averaged per held-out evaluation
     log_interval: int = 10  # steps between train metric lines
+    checkpoint_interval: int = 250  # steps between checkpoints, when the job has a checkpoint dir
     val_fraction: float = 0.05  # share of documents held out when there is no validation channel
     text_key: str = "text"  # field that holds the text in .jsonl records
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto picks cuda when present
@@ -40,4 +41,5 @@ class TrainConfig:
         require(self.eval_interval >= 1, "eval_interval", "must be at least 1")
         require(self.eval_batches >= 1, "eval_batches", "must be at least 1")
         require(self.log_interval >= 1, "log_interval", "must be at least 1")
+        require(self.checkpoint_interval >= 1, "checkpoint_interval", "must be at least 1")
         require(0 < self.val_fraction < 1, "val_fraction", "must be between 0 and 1")

@@ -22,17 +22,19 @@ from typing import Any
 import torch
 
 from training.artifact import ArtifactError
+from training.checkpoint import CheckpointError
 from training.config import TrainConfig
 from training.contract import ChannelError, ContractError, OptMl
 from training.data.errors import DataError
 from training.hyperparameters import HyperparameterError, build, check_known
-from training.loop import Stopped, fit
+from training.loop import Stopped, fit, run_fingerprint
 from training.models import get_family
 
 log = logging.getLogger("genkiln.train")
 
 #: Errors in what the user gave us: reported as they are, without a traceback.
-USER_ERRORS = (HyperparameterError, DataError, ChannelError, ContractError, ArtifactError)
+USER_ERRORS = (HyperparameterError, DataError, ChannelError, ContractError, ArtifactError,
+               CheckpointError)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -77,7 +79,9 @@ def train(opt_ml: OptMl, overrides: Mapping[str, str], stop: threading.Event) ->
 
     recipe = family.recipe().Recipe(cfg, model_cfg, train_dir=train_dir,
                                     validation_dir=validation_dir, device=device, log=_say)
-    metrics = fit(recipe, cfg, stop=stop, log=_say)
+    checkpoints = opt_ml.checkpoint_dir if opt_ml.checkpoint_dir.is_dir() else None
+    metrics = fit(recipe, cfg, stop=stop, log=_say, checkpoints=checkpoints,
+                  fingerprint=run_fingerprint(cfg, model_cfg))
 
     opt_ml.model_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".genkiln-staging-",

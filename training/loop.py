@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
 from typing import Protocol
 
+from training import checkpoint
 from training.config import TrainConfig
 
 #: What a recipe's `train_step` may count (tokens for text, images for image families);
@@ -32,6 +35,19 @@ class Recipe(Protocol):
     def train_step(self, lr: float) -> dict[str, float]: ...
 
     def evaluate(self) -> dict[str, float]: ...
+
+    def state_objects(self) -> Mapping[str, checkpoint.Stateful]: ...
+
+
+#: Settings that change how a run is watched, not what it computes: a resumed run may
+#: differ in these.
+_NOT_SHAPING = {"log_interval", "eval_interval", "eval_batches", "checkpoint_interval",
+                "max_seconds"}
+
+
+def run_fingerprint(cfg: TrainConfig, model_cfg: object) -> str:
+    settings = {**asdict(cfg), **asdict(model_cfg)}  # type: ignore[call-overload]
+    return checkpoint.fingerprint({k: v for k, v in settings.items() if k not in _NOT_SHAPING})
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -53,16 +69,38 @@ def fit(
     *,
     stop: threading.Event | None = None,
     log: Callable[[str], None] = print,
+    checkpoints: Path | None = None,
+    fingerprint: str = "",
 ) -> dict[str, float]:
-    """Train until the step or time budget runs out; return the final metrics."""
+    """Train until the step or time budget runs out; return the final metrics.
+
+    With ``checkpoints`` (a folder), resume from the checkpoint there if any, save one
+    every ``checkpoint_interval`` steps and when stopped: a resumed run then continues
+    exactly as if it had never stopped (with a time budget, the schedule follows the
+    clock, so only step-budgeted runs resume bit for bit).
+    """
     stop = stop or threading.Event()
+    objects = recipe.state_objects() if checkpoints is not None else {}
+    step = 0
+    if checkpoints is not None:
+        resumed = checkpoint.restore(checkpoints, objects=objects,
+                                     config_fingerprint=fingerprint)
+        if resumed is not None:
+            step = resumed
+            log(f"resumed from the checkpoint at step {step}")
+
+    def save() -> None:
+        if checkpoints is not None:
+            checkpoint.save(checkpoints, step=step, objects=objects,
+                            config_fingerprint=fingerprint)
+
     started = time.monotonic()
     window_started, window_count = started, 0.0
     rate_name = "tokens_per_second"
     metrics: dict[str, float] = {}
-    step = 0
     while step < cfg.max_steps:
         if stop.is_set():
+            save()
             raise Stopped(step)
         step += 1
         elapsed = time.monotonic() - started
@@ -88,6 +126,8 @@ def fit(
             evaluation = recipe.evaluate()
             metrics.update(evaluation)
             log(format_metrics(step, evaluation))
+        if step % cfg.checkpoint_interval == 0:
+            save()
         if cfg.max_seconds and time.monotonic() - started >= cfg.max_seconds:
             log(f"time budget of {cfg.max_seconds:g} s reached at step {step}")
             break

@@ -17,9 +17,10 @@ from typing import Any, Protocol
 
 from training.artifact import Artifact, ArtifactError
 
-#: family -> "module:Class" of its handler.
+#: family -> "module:callable" building its handler from (artifact, device).
 HANDLERS = {
     "transformer": "inference.handlers.transformer:TextGenerationHandler",
+    "rnn": "inference.handlers.rnn:handler_for",  # music or text, by the artifact's data
     "gan": "inference.handlers.gan:GANHandler",
     "vae": "inference.handlers.vae:VAEHandler",
     "rbm": "inference.handlers.rbm:RBMHandler",

@@ -1,4 +1,5 @@
-"""Text generation for the Transformer family, in text-generation-inference's shapes."""
+"""Text generation in text-generation-inference's shapes: the Transformer, and any family
+whose model offers `generate()` and `context_limit` over a byte-level BPE tokenizer."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from inference.schema import (
 )
 from inference.threads import fit_threads
 from training.artifact import Artifact
-from training.data.tokenizer import IncrementalDecoder
+from training.data.tokenizer import IncrementalDecoder, TextTokenizer
 from training.recipes.transformer import load
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -45,16 +46,19 @@ class TextGenerationHandler:
     family = "transformer"
 
     def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
-        lm = load(artifact, device)
-        self.model = lm.model
-        self.tokenizer = lm.tokenizer
-        self.block_size = lm.model.config.block_size
+        self.model, self.tokenizer = self._load(artifact, device)
+        self.context_limit = self.model.context_limit
         self.device = device
         self.threads = fit_threads(self._decode_probe)
 
+    def _load(self, artifact: Artifact, device: str) -> tuple[Any, TextTokenizer]:
+        """The model (with `generate()` and `context_limit`) and its tokenizer."""
+        lm = load(artifact, device)
+        return lm.model, lm.tokenizer
+
     def _decode_probe(self) -> None:
         probe = [self.tokenizer.eot_id] * 4
-        for _ in self.model.generate(probe, max_new_tokens=min(8, self.block_size - 4),
+        for _ in self.model.generate(probe, max_new_tokens=min(8, self.context_limit - 4),
                                      temperature=0.0):
             pass
 
@@ -85,19 +89,19 @@ class TextGenerationHandler:
         ids = [self.tokenizer.eot_id, *self.tokenizer.encode(prompt)]
         if params.truncate is not None:
             ids = ids[-params.truncate:]
-        budget = self.block_size - len(ids)
+        budget = self.context_limit - len(ids)
         wanted = params.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
         if budget < 1 or (params.max_new_tokens is not None and wanted > budget):
             raise ClientError(
                 f"inputs hold {len(ids)} tokens and max_new_tokens is {wanted}; together "
-                f"they must fit this model's context of {self.block_size} tokens: shorten "
+                f"they must fit this model's context of {self.context_limit} tokens: shorten "
                 f"the prompt, lower max_new_tokens, or set parameters.truncate")
         return ids
 
     # --- generate ----------------------------------------------------------------
     def _tokens(self, prompt: str, params: GenerateParameters, run: _Run,
                 cancelled: threading.Event | None = None) -> Iterator[Token]:
-        budget = self.block_size - len(run.prompt_ids)
+        budget = self.context_limit - len(run.prompt_ids)
         max_new = min(params.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, budget)
         generator = None
         if params.sampling:

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from training.models.transformer import GPT, KVCache, TransformerConfig, sample_next
+from training.models.sampling import sample_next
+from training.models.transformer import GPT, KVCache, TransformerConfig
 
 CFG = TransformerConfig(vocab_size=300, block_size=32, n_layer=2, n_head=2, n_embd=32)
 

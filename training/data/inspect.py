@@ -26,7 +26,7 @@ def summarize(path: Path, *, vocab_size: int = 2048) -> dict[str, Any]:
         "files": len(scan.files),
         "bytes": scan.total_bytes,
         "families": ", ".join(f.name for f in FAMILIES.values()
-                              if f.modality == scan.modality) or "none yet",
+                              if scan.modality in f.modalities) or "none yet",
     }
     if scan.modality == "text":
         corpus = load_text_folder(scan)

@@ -12,7 +12,7 @@ from training.hyperparameters import HyperparameterError
 @dataclass(frozen=True)
 class Family:
     name: str
-    modality: str  # "text" | "image" | "music": what its data folders must hold
+    modalities: tuple[str, ...]  # "text" | "image" | "music": what its data may be
     config_module: str  # module holding the family's model config dataclass
     config_class: str
     recipe_module: str  # module with the family's `Recipe` (data, steps, export, load)
@@ -47,17 +47,28 @@ FAMILIES: dict[str, Family] = {
     for f in [
         Family(
             name="transformer",
-            modality="text",
+            modalities=("text",),
             config_module="training.models.transformer",
             config_class="TransformerConfig",
             recipe_module="training.recipes.transformer",
-            metrics=("train_loss", "val_loss", "val_perplexity", "tokens_per_second",
-                     "learning_rate"),
+            metrics=("train_loss", "val_loss", "val_perplexity", "ngram_perplexity",
+                     "tokens_per_second", "learning_rate"),
             description="GPT-style decoder language model with a byte-level BPE tokenizer",
         ),
         Family(
+            name="rnn",
+            modalities=("music", "text"),
+            config_module="training.models.rnn",
+            config_class="RNNConfig",
+            recipe_module="training.recipes.rnn",
+            metrics=("train_loss", "val_loss", "val_perplexity", "ngram_perplexity",
+                     "in_key_share", "tokens_per_second", "learning_rate"),
+            description="LSTM/GRU sequence model: continues melodies (Bach chorales by "
+                        "default) or text",
+        ),
+        Family(
             name="gan",
-            modality="image",
+            modalities=("image",),
             config_module="training.models.gan",
             config_class="GANConfig",
             recipe_module="training.recipes.gan",
@@ -70,7 +81,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="vae",
-            modality="image",
+            modalities=("image",),
             config_module="training.models.vae",
             config_class="VAEConfig",
             recipe_module="training.recipes.vae",
@@ -83,7 +94,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="rbm",
-            modality="image",
+            modalities=("image",),
             config_module="training.models.rbm",
             config_class="RBMConfig",
             recipe_module="training.recipes.rbm",
@@ -99,14 +110,13 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="autoencoder",
-            modality="image",
+            modalities=("image",),
             config_module="training.models.autoencoder",
             config_class="AutoencoderConfig",
             recipe_module="training.recipes.autoencoder",
             metrics=("train_loss", "val_loss", "val_auroc", "val_auroc_corrupted",
                      "val_auroc_noise", "val_auroc_untrained", "val_auroc_pca",
-                     "images_per_second",
-                     "learning_rate"),
+                     "images_per_second", "learning_rate"),
             description="convolutional autoencoder: latent codes and anomaly scores",
             train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.002", "max_steps": "2000",
                             "eval_interval": "1000"},

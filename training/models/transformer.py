@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.hyperparameters import require
+from training.models.sampling import SampledToken, apply_repetition_penalty, sample_next
 
 
 @dataclass
@@ -109,12 +110,6 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-@dataclass(frozen=True)
-class SampledToken:
-    id: int
-    logprob: float
-
-
 class GPT(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -142,6 +137,11 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def context_limit(self) -> int:
+        """Longest prompt + continuation this model can serve."""
+        return self.config.block_size
 
     def model_args(self) -> dict[str, object]:
         return asdict(self.config)
@@ -205,42 +205,3 @@ class GPT(nn.Module):
             yield token
             seen = torch.cat([seen, torch.tensor([token.id], device=device)])
             idx = torch.tensor([[token.id]], device=device)  # (1, 1)
-
-
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor,
-                             penalty: float) -> torch.Tensor:
-    """CTRL's penalty (Keskar et al. 2019): make tokens already in the text less likely."""
-    logits = logits.clone()
-    prior = logits[seen]
-    logits[seen] = torch.where(prior > 0, prior / penalty, prior * penalty)
-    return logits
-
-
-def sample_next(
-    logits: torch.Tensor,
-    *,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    generator: torch.Generator | None,
-) -> SampledToken:
-    """Pick one token from ``logits`` (vocab,) by temperature, top-k and nucleus sampling."""
-    if temperature == 0.0:
-        logprobs = F.log_softmax(logits, dim=-1)
-        token = int(torch.argmax(logits))
-        return SampledToken(token, float(logprobs[token]))
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.numel():
-        kth = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        # Nucleus sampling (Holtzman et al. 2019): keep the smallest set of tokens whose
-        # probability mass reaches top_p.
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
-        drop = cumulative - F.softmax(sorted_logits, dim=-1) >= top_p  # mass before each
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
-    logprobs = F.log_softmax(logits, dim=-1)
-    token = int(torch.multinomial(logprobs.exp(), 1, generator=generator))
-    return SampledToken(token, float(logprobs[token]))

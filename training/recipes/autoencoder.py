@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from training import checkpoint
 from training.artifact import Artifact
 from training.evaluate_images import auroc, corrupt
 from training.models.autoencoder import Autoencoder, AutoencoderConfig
@@ -45,6 +46,9 @@ class Recipe(ImageRecipe):
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.model]
+
+    def training_state(self) -> dict[str, checkpoint.Stateful]:
+        return {"model": self.model, "optimizer": self.optimizer}
 
     def reference_metrics(self) -> dict[str, float]:
         """Untrained weights, and PCA with as many components as the code has dimensions

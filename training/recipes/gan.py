@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from training import checkpoint
 from training.artifact import Artifact
 from training.models.convnets import ImageSpec
 from training.models.gan import GAN, GANConfig
@@ -42,6 +43,10 @@ class Recipe(ImageRecipe):
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.model]
+
+    def training_state(self) -> dict[str, checkpoint.Stateful]:
+        return {"model": self.model, "g_optimizer": self.g_opt, "d_optimizer": self.d_opt,
+                "noise": self.noise_rng}
 
     def reference_metrics(self) -> dict[str, float]:
         return {"val_fid_floor": self.fid_floor(),

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from training import checkpoint
 from training.artifact import Artifact, ArtifactError, write_artifact
 from training.config import TrainConfig
 from training.data.errors import DataError
@@ -93,6 +94,13 @@ class ImageRecipe:
 
     def modules(self) -> list[torch.nn.Module]:
         raise NotImplementedError
+
+    def training_state(self) -> dict[str, checkpoint.Stateful]:
+        """Networks, optimizers and random generators a resumed run needs, by name."""
+        raise NotImplementedError
+
+    def state_objects(self) -> dict[str, checkpoint.Stateful]:
+        return {"batches": self.batches, **self.training_state()}
 
     def reference_metrics(self) -> dict[str, float]:
         """Baselines computed once before training (untrained weights, floors)."""

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
+from training import checkpoint
 from training.artifact import Artifact
 from training.evaluate_images import probe_accuracy
 from training.models.convnets import ImageSpec
@@ -37,6 +39,15 @@ def load(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedRBM:
     return LoadedRBM(model=model, spec=spec, gibbs_steps=cfg.gibbs_steps)
 
 
+class Chains(nn.Module):
+    """The negative chains of persistent CD: a module, so checkpoints carry them."""
+
+    def __init__(self, v: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("v", v)  # (B, D) binary visible states
+        self.v: torch.Tensor
+
+
 class Recipe(ImageRecipe):
     family = "rbm"
     cfg: RBMConfig
@@ -48,11 +59,16 @@ class Recipe(ImageRecipe):
                                          weight_decay=self.run.weight_decay)
         self.v_train = self.x_train.flatten(1)  # (N, D)
         self.v_val = self.x_val.flatten(1)
-        self.chains = torch.bernoulli(self.batch()[0].flatten(1), generator=None)
         self.gibbs_rng = torch.Generator(device=self.device).manual_seed(self.run.seed + 3)
+        self.chains = Chains(torch.bernoulli(self.batch()[0].flatten(1),
+                                             generator=self.gibbs_rng))
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.model]
+
+    def training_state(self) -> dict[str, checkpoint.Stateful]:
+        return {"model": self.model, "optimizer": self.optimizer, "gibbs": self.gibbs_rng,
+                "chains": self.chains}
 
     def _labels(self) -> tuple[np.ndarray, np.ndarray] | None:
         if self.y_train is None or self.y_val is None:
@@ -96,10 +112,11 @@ class Recipe(ImageRecipe):
             group["lr"] = lr
         x, _ = self.batch()
         v = x.flatten(1)  # (B, D) pixel intensities, used as probabilities
-        start = self.chains if self.cfg.persistent else torch.bernoulli(v, generator=self.gibbs_rng)
+        start = self.chains.v if self.cfg.persistent else torch.bernoulli(
+            v, generator=self.gibbs_rng)
         negative, _ = self.model.gibbs(start, self.cfg.cd_steps, self.gibbs_rng)
         if self.cfg.persistent:
-            self.chains = negative
+            self.chains.v = negative
         loss = self.model.loss(v, negative)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -2,48 +2,26 @@
 
 from __future__ import annotations
 
-import math
-import random
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from training import checkpoint
 from training.artifact import Artifact, ArtifactError, write_artifact
 from training.config import TrainConfig
-from training.data.errors import DataError
+from training.data import tokens as token_data
 from training.data.folder import scan_folder
-from training.data.text import TextCorpus, bundled_corpus, load_text_folder
+from training.data.text import bundled_corpus, load_text_folder
 from training.data.tokenizer import TextTokenizer
 from training.models.transformer import GPT, TransformerConfig
+from training.ngram import ngram_perplexity
 
 FAMILY = "transformer"
 TOKENIZER_FILE = "tokenizer.json"
 _TIED = "lm_head.weight"  # tied to wte.weight: saved once, re-tied on load
-
-
-def _tokens(tokenizer: TextTokenizer, documents: list[str]) -> np.ndarray:
-    """Concatenate documents, each followed by <|endoftext|>, into one token array."""
-    out: list[int] = []
-    for ids in tokenizer.encode_batch(documents):
-        out.extend(ids)
-        out.append(tokenizer.eot_id)
-    return np.asarray(out, dtype=np.int64)
-
-
-def _split(corpus: TextCorpus, fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    order = list(range(len(corpus.documents)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(order) * fraction))
-    if len(order) < 2:
-        raise DataError(f"{corpus.source} holds one document; a held-out split needs at "
-                        f"least two (add data or give a validation channel)")
-    val = [corpus.documents[i] for i in order[:n_val]]
-    train = [corpus.documents[i] for i in order[n_val:]]
-    return train, val
 
 
 @dataclass(frozen=True)
@@ -96,17 +74,15 @@ class Recipe:
             held_out = load_text_folder(scan_folder(validation_dir), text_key=run.text_key)
             train_docs, val_docs = corpus.documents, held_out.documents
         else:
-            train_docs, val_docs = _split(corpus, run.val_fraction, run.seed)
+            train_docs, val_docs = token_data.split(corpus.documents, run.val_fraction,
+                                                    run.seed, corpus.source)
 
         self.tokenizer = TextTokenizer.train(train_docs, vocab_size=model_cfg.vocab_size)
-        self.train_tokens = _tokens(self.tokenizer, train_docs)
-        self.val_tokens = _tokens(self.tokenizer, val_docs)
-        need = model_cfg.block_size + 1
-        for split, tokens in (("train", self.train_tokens), ("validation", self.val_tokens)):
-            if len(tokens) < need:
-                raise DataError(
-                    f"the {split} split holds {len(tokens)} tokens, fewer than block_size + 1 "
-                    f"({need}); add data, lower block_size, or raise val_fraction")
+        eot = self.tokenizer.eot_id
+        self.train_tokens = token_data.concat(self.tokenizer.encode_batch(train_docs), eot)
+        self.val_tokens = token_data.concat(self.tokenizer.encode_batch(val_docs), eot)
+        for name, tokens in (("train", self.train_tokens), ("validation", self.val_tokens)):
+            token_data.require_length(name, tokens, model_cfg.block_size + 1, "block_size")
 
         # The model's vocabulary is what the tokenizer really learned: on small data BPE
         # runs out of merges before reaching vocab_size.
@@ -132,22 +108,19 @@ class Recipe:
             "validation_tokens": len(self.val_tokens),
             "vocab_size": self.tokenizer.vocab_size,
         }
+        # The baseline a language model must beat, on the same held-out tokens.
+        self.baseline = {"ngram_perplexity": ngram_perplexity(
+            self.train_tokens, self.val_tokens, self.tokenizer.vocab_size)}
         log(f"model: {self.model.num_parameters():,} parameters; "
-            f"data: {len(self.train_tokens):,} train / {len(self.val_tokens):,} held-out tokens")
-
-    def _batch(self, tokens: np.ndarray, generator: torch.Generator,
-               batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        T = self.model_cfg.block_size
-        starts = torch.randint(len(tokens) - T, (batch_size,), generator=generator).numpy()
-        window = np.stack([tokens[s:s + T + 1] for s in starts])  # (B, T+1)
-        xy = torch.from_numpy(window).to(self.device)
-        return xy[:, :-1], xy[:, 1:]  # (B, T) inputs and next-token targets
+            f"data: {len(self.train_tokens):,} train / {len(self.val_tokens):,} held-out tokens; "
+            f"trigram baseline perplexity {self.baseline['ngram_perplexity']:.1f}")
 
     def train_step(self, lr: float) -> dict[str, float]:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = self._batch(self.train_tokens, self.batches, self.run.batch_size)
+        x, y = token_data.windows(self.train_tokens, self.batches, self.run.batch_size,
+                                  self.model_cfg.block_size, self.device)
         _, loss = self.model(x, y)
         assert loss is not None
         self.optimizer.zero_grad(set_to_none=True)
@@ -157,19 +130,21 @@ class Recipe:
         self.optimizer.step()
         return {"train_loss": loss.item(), "tokens": float(x.numel())}
 
-    @torch.no_grad()
+    def state_objects(self) -> dict[str, checkpoint.Stateful]:
+        return {"model": self.model, "optimizer": self.optimizer, "batches": self.batches}
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _, loss = self.model(x, y)
+        assert loss is not None
+        return loss
+
     def evaluate(self) -> dict[str, float]:
-        """Mean next-token loss on the held-out split, on the same windows every time."""
+        """Held-out loss and perplexity, beside the n-gram baseline's perplexity."""
         self.model.eval()
-        generator = torch.Generator().manual_seed(self.run.seed + 1)
-        losses = []
-        for _ in range(self.run.eval_batches):
-            x, y = self._batch(self.val_tokens, generator, self.run.batch_size)
-            _, loss = self.model(x, y)
-            assert loss is not None
-            losses.append(loss.item())
-        val_loss = sum(losses) / len(losses)
-        return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
+        return {**token_data.held_out_loss(
+            self._loss, self.val_tokens, seed=self.run.seed, batches=self.run.eval_batches,
+            batch_size=self.run.batch_size, length=self.model_cfg.block_size,
+            device=self.device), **self.baseline}
 
     def export(self, directory: Path, *, config: dict[str, object],
                metrics: dict[str, float]) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from training import checkpoint
 from training.artifact import Artifact
 from training.models.convnets import ImageSpec
 from training.models.vae import VAE, VAEConfig
@@ -38,6 +39,9 @@ class Recipe(ImageRecipe):
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.model]
+
+    def training_state(self) -> dict[str, checkpoint.Stateful]:
+        return {"model": self.model, "optimizer": self.optimizer}
 
     def reference_metrics(self) -> dict[str, float]:
         return {"val_fid_floor": self.fid_floor(),

@@ -1,0 +1,231 @@
+"""Training recipe of the RNN family: melodies (the default: Bach chorales) or text.
+
+The modality follows the data: no train channel or a MIDI folder trains a melody model
+on note events; a text folder trains a text model with a byte-level BPE tokenizer, the
+same one the Transformer uses.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from training import checkpoint
+from training.artifact import Artifact, ArtifactError, write_artifact
+from training.config import TrainConfig
+from training.data import tokens as token_data
+from training.data.folder import scan_folder
+from training.data.midi import write_midi
+from training.data.music import (
+    EventVocabulary,
+    MusicCorpus,
+    Note,
+    augment,
+    bundled_chorales,
+    in_key_share,
+    load_midi_folder,
+)
+from training.data.text import load_text_folder
+from training.data.tokenizer import TextTokenizer
+from training.models.rnn import RNNConfig, SequenceRNN
+from training.ngram import ngram_perplexity
+
+FAMILY = "rnn"
+TOKENIZER_FILE = "tokenizer.json"
+VOCABULARY_FILE = "vocabulary.json"
+PRIMER_NOTES = 16  # notes of a held-out melody given as the primer when evaluating
+KEY_EVAL_MELODIES = 16  # held-out melodies continued to measure in-key share
+
+
+def grammar(vocab: EventVocabulary, device: torch.device | str = "cpu"
+            ) -> Callable[[int], torch.Tensor]:
+    """Masks that keep a melody well formed: a duration after each pitch or rest, and a
+    pitch, rest or the end after each duration."""
+    after_pitch = torch.zeros(vocab.size, dtype=torch.bool, device=device)
+    after_pitch[vocab.duration_ids] = True
+    after_duration = torch.zeros(vocab.size, dtype=torch.bool, device=device)
+    after_duration[[*vocab.pitch_ids, vocab.end_id]] = True
+    pitch_ids = set(vocab.pitch_ids)
+    return lambda last: after_pitch if last in pitch_ids else after_duration
+
+
+@dataclass(frozen=True)
+class SequenceModel:
+    """What serving needs: the network and its token codec, by modality."""
+
+    model: SequenceRNN
+    modality: str  # "music" or "text"
+    vocabulary: EventVocabulary | None
+    tokenizer: TextTokenizer | None
+    artifact: Artifact
+
+
+def load(artifact: Artifact, device: str | torch.device = "cpu") -> SequenceModel:
+    try:
+        model = SequenceRNN(RNNConfig(**artifact.model_args))
+        model.load_state_dict(artifact.tensors(device="cpu"))
+    except (TypeError, RuntimeError) as exc:
+        raise ArtifactError(f"{artifact.directory}: weights or model_args do not fit this "
+                            f"genkiln's RNN ({exc})") from exc
+    model.to(device).eval()
+    if artifact.modality == "music":
+        return SequenceModel(model, "music", EventVocabulary(), None, artifact)
+    tokenizer = TextTokenizer.from_file(artifact.path(TOKENIZER_FILE))
+    return SequenceModel(model, "text", None, tokenizer, artifact)
+
+
+def continue_melody(model: SequenceRNN, vocab: EventVocabulary, primer: list[Note], *,
+                    max_new_notes: int, temperature: float, top_k: int | None,
+                    generator: torch.Generator | None) -> list[Note]:
+    """Continue ``primer`` by up to ``max_new_notes`` notes (fewer if the model ends it)."""
+    ids = vocab.encode(primer, close=False)
+    out: list[int] = []
+    for token in model.generate(ids, max_new_tokens=2 * max_new_notes, temperature=temperature,
+                                top_k=top_k, generator=generator,
+                                allowed=grammar(vocab, model.embed.weight.device)):
+        if token.id == vocab.end_id:
+            break
+        out.append(token.id)
+    return vocab.decode(out)
+
+
+class Recipe:
+    def __init__(self, run: TrainConfig, model_cfg: RNNConfig, *, train_dir: Path | None,
+                 validation_dir: Path | None, device: torch.device,
+                 log: Callable[[str], None] = print) -> None:
+        self.run, self.device = run, device
+        scan = scan_folder(train_dir) if train_dir is not None else None
+        self.modality = scan.modality if scan is not None else "music"
+        self.vocabulary: EventVocabulary | None = None
+        self.tokenizer: TextTokenizer | None = None
+        self.held_out_melodies: list[list[Note]] = []
+
+        if self.modality == "music":
+            corpus = bundled_chorales() if scan is None else load_midi_folder(scan)
+            log(("no train channel: using the " if scan is None else "train channel: ")
+                + f"{corpus.source} ({len(corpus.melodies)} melodies)")
+            train, val = self._music_splits(corpus, validation_dir)
+            self.vocabulary = vocab = EventVocabulary()
+            # <end> m1 <end> m2 ...: the end marker both closes and opens a melody.
+            self.train_tokens = token_data.concat(
+                [vocab.encode(m, close=False) for m in augment(train, run.seed)])
+            self.val_tokens = token_data.concat([vocab.encode(m, close=False) for m in val])
+            self.held_out_melodies = val
+            vocab_size, source, files = self.vocabulary.size, corpus.source, corpus.files
+            examples = len(train) + len(val)
+        else:
+            assert scan is not None
+            text = load_text_folder(scan, text_key=run.text_key)
+            log(f"train channel: {len(text.documents)} documents from {text.files} files")
+            if validation_dir is not None:
+                held = load_text_folder(scan_folder(validation_dir), text_key=run.text_key)
+                train_docs, val_docs = text.documents, held.documents
+            else:
+                train_docs, val_docs = token_data.split(text.documents, run.val_fraction,
+                                                        run.seed, text.source)
+            self.tokenizer = TextTokenizer.train(train_docs, vocab_size=model_cfg.vocab_size)
+            eot = self.tokenizer.eot_id
+            self.train_tokens = token_data.concat(self.tokenizer.encode_batch(train_docs), eot)
+            self.val_tokens = token_data.concat(self.tokenizer.encode_batch(val_docs), eot)
+            vocab_size, source, files = self.tokenizer.vocab_size, text.source, text.files
+            examples = len(train_docs) + len(val_docs)
+
+        for name, tokens in (("train", self.train_tokens), ("validation", self.val_tokens)):
+            token_data.require_length(name, tokens, model_cfg.seq_len + 1, "seq_len")
+        self.model_cfg = RNNConfig(**{**asdict(model_cfg), "vocab_size": vocab_size})
+        torch.manual_seed(run.seed)
+        self.model = SequenceRNN(self.model_cfg).to(device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=run.learning_rate,
+                                           weight_decay=run.weight_decay)
+        self.batches = torch.Generator().manual_seed(run.seed)
+        self.baseline = {"ngram_perplexity": ngram_perplexity(
+            self.train_tokens, self.val_tokens, vocab_size)}
+        self.data_summary = {
+            "source": source, "modality": self.modality, "files": files,
+            "examples": examples, "train_tokens": len(self.train_tokens),
+            "validation_tokens": len(self.val_tokens), "vocab_size": vocab_size,
+        }
+        log(f"model: {self.model.num_parameters():,} parameters ({self.modality}); data: "
+            f"{len(self.train_tokens):,} train / {len(self.val_tokens):,} held-out tokens; "
+            f"trigram baseline perplexity {self.baseline['ngram_perplexity']:.2f}")
+
+    def _music_splits(self, corpus: MusicCorpus, validation_dir: Path | None
+                      ) -> tuple[list[list[Note]], list[list[Note]]]:
+        if validation_dir is not None:
+            return corpus.melodies, load_midi_folder(scan_folder(validation_dir)).melodies
+        return token_data.split(corpus.melodies, self.run.val_fraction, self.run.seed,
+                                corpus.source)
+
+    def state_objects(self) -> dict[str, checkpoint.Stateful]:
+        return {"model": self.model, "optimizer": self.optimizer, "batches": self.batches}
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _, loss, _ = self.model(x, y)
+        assert loss is not None
+        return loss
+
+    def train_step(self, lr: float) -> dict[str, float]:
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = token_data.windows(self.train_tokens, self.batches, self.run.batch_size,
+                                  self.model_cfg.seq_len, self.device)
+        loss = self._loss(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.run.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.grad_clip)
+        self.optimizer.step()
+        return {"train_loss": loss.item(), "tokens": float(x.numel())}
+
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        return {**token_data.held_out_loss(
+            self._loss, self.val_tokens, seed=self.run.seed, batches=self.run.eval_batches,
+            batch_size=self.run.batch_size, length=self.model_cfg.seq_len,
+            device=self.device), **self.baseline}
+
+    def _continuations(self) -> list[tuple[list[Note], list[Note]]]:
+        assert self.vocabulary is not None
+        self.model.eval()
+        rng = random.Random(self.run.seed)
+        melodies = [m for m in self.held_out_melodies if len(m) > PRIMER_NOTES]
+        pairs = []
+        for melody in rng.sample(melodies, min(KEY_EVAL_MELODIES, len(melodies))):
+            primer = melody[:PRIMER_NOTES]
+            generator = torch.Generator(device=self.device).manual_seed(self.run.seed)
+            pairs.append((primer, continue_melody(
+                self.model, self.vocabulary, primer, max_new_notes=32, temperature=1.0,
+                top_k=None, generator=generator)))
+        return pairs
+
+    def export(self, directory: Path, *, config: dict[str, object],
+               metrics: dict[str, float]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            extra: dict[str, Path] = {}
+            if self.vocabulary is not None:
+                pairs = self._continuations()
+                if pairs:
+                    metrics = {**metrics, "in_key_share": sum(
+                        in_key_share(p, c) for p, c in pairs) / len(pairs)}
+                for i, (primer, continuation) in enumerate(pairs[:4]):
+                    path = Path(tmp) / f"sample-{i}.mid"
+                    path.write_bytes(write_midi([*primer, *continuation]))
+                    extra[f"samples/sample-{i}.mid"] = path
+                vocab_path = Path(tmp) / VOCABULARY_FILE
+                vocab_path.write_text(json.dumps(self.vocabulary.to_json()))
+                extra[VOCABULARY_FILE] = vocab_path
+            else:
+                assert self.tokenizer is not None
+                self.tokenizer.save(Path(tmp) / TOKENIZER_FILE)
+                extra[TOKENIZER_FILE] = Path(tmp) / TOKENIZER_FILE
+            write_artifact(directory, family=FAMILY, modality=self.modality, config=config,
+                           model_args=asdict(self.model_cfg),
+                           tensors=self.model.state_dict(), data=self.data_summary,
+                           metrics=metrics, extra_files=extra)
