@@ -2,6 +2,8 @@
 
     genkiln train [--data DIR] [--model-dir DIR] [--key value ...]   # SageMaker: `train`
     genkiln serve [MODEL_DIR]                                          # SageMaker: `serve`
+    genkiln train --mode container|sagemaker ...    # SageMaker local mode / a training job
+    genkiln deploy [ARTIFACT] --mode container|sagemaker             # an endpoint
     genkiln invoke "prompt" [--url URL | --endpoint NAME] [--stream]
     genkiln data inspect DIR
     genkiln demo                                                       # what `make run` runs
@@ -19,9 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from inference.deploy import add_deploy_arguments
 from training import environment as env
 from training.contract import DEFAULT_ROOT, OptMl
 from training.hyperparameters import HyperparameterError, parse_cli_overrides
+from training.launch import add_training_launch_arguments, data_source
 
 DEFAULT_LOCAL_MODEL_DIR = Path("artifacts/model")
 
@@ -42,6 +46,10 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         return 2
     if args.list_hyperparameters:
         return _list_hyperparameters(overrides.get("family", "transformer"))
+    if args.mode != "local":  # a local-mode container or a SageMaker training job
+        from training.launch import launch_training
+
+        return launch_training(args, overrides)
     if args.opt_ml is not None:
         return run_training(OptMl(args.opt_ml), overrides)
     local_requested = args.data or args.model_dir or args.validation
@@ -158,14 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train", allow_abbrev=False,
         help="train a model (any extra --key value is a hyperparameter)")
-    train.add_argument("--data", type=Path, help="folder (or file) of training data; "
+    train.add_argument("--data", type=data_source, help="folder (or file) of training data; "
                        "omitted: the family's bundled data set")
-    train.add_argument("--validation", type=Path, help="held-out data folder (optional)")
+    train.add_argument("--validation", type=data_source, help="held-out data folder (optional)")
     train.add_argument("--model-dir", type=Path,
                        help=f"where the artifact goes (default {DEFAULT_LOCAL_MODEL_DIR})")
     train.add_argument("--opt-ml", type=Path, help="run on this SageMaker-style /opt/ml tree")
     train.add_argument("--list-hyperparameters", action="store_true",
                        help="print every hyperparameter with its default and exit")
+    add_training_launch_arguments(train)
+
+    add_deploy_arguments(sub.add_parser(
+        "deploy", help="serve an artifact as a SageMaker endpoint: local container or AWS"))
 
     serve = sub.add_parser("serve", help="serve an artifact on /ping and /invocations")
     serve.add_argument("model_dir", type=Path, nargs="?",
@@ -221,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         return _invoke(args)
     if args.command == "data":
         return _inspect(args)
+    if args.command == "deploy":
+        from inference.deploy import deploy
+
+        return deploy(args)
     return _demo(args)
 
 

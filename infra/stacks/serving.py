@@ -1,0 +1,66 @@
+"""The serving stack: one endpoint for a trained model, scaled and watched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from infra import layout, outputs
+from infra.constructs.alarms import EndpointAlarms
+from infra.constructs.autoscaling import EndpointScaling
+from infra.constructs.endpoint import Capacity, ModelEndpoint, ModelSource
+from infra.constructs.storage import Storage
+from infra.settings import Settings
+from infra.stacks.training import TrainingStack
+
+
+class ServingStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str,
+                 settings: Settings,
+                 storage: Storage, key: kms.IKey, training: TrainingStack,
+                 scale_down_at_night: bool, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        kind = settings.endpoint_kind
+        network = training.network
+        artifacts = f"s3://{storage.artifacts.bucket_name}/"
+        self.endpoint = ModelEndpoint(
+            self, "Endpoint", endpoint_name=f"{name_prefix}-endpoint",
+            role=training.execution_role, key=key,
+            source=ModelSource(image_uri=training.image.image_uri,
+                               model_artifact=settings.model_artifact,
+                               model_package_arn=settings.model_package_arn),
+            capacity=Capacity(kind=kind, instance_type=settings.instance_type,
+                              initial_instances=max(1, settings.min_instances),
+                              serverless_memory_mb=settings.serverless_memory_mb,
+                              serverless_max_concurrency=settings.serverless_max_concurrency,
+                              startup_health_check_seconds=settings.startup_health_check_seconds),
+            capture_uri=f"s3://{storage.capture.bucket_name}/{layout.CAPTURE}",
+            capture_percent=settings.data_capture_percent,
+            async_output_uri=f"{artifacts}{layout.ASYNC_RESULTS}responses",
+            async_failure_uri=f"{artifacts}{layout.ASYNC_RESULTS}failures",
+            subnet_ids=network.subnet_ids if network else None,
+            security_group_ids=([network.security_group.security_group_id]
+                                if network else None),
+        )
+        # Serverless endpoints scale themselves (up to their concurrency limit).
+        self.scaling = None
+        if kind != "serverless":
+            self.scaling = EndpointScaling(
+                self, "Scaling", endpoint_name=self.endpoint.endpoint_name,
+                variant_name=self.endpoint.variant_name, asynchronous=kind == "async",
+                min_instances=settings.min_instances, max_instances=settings.max_instances,
+                target_per_instance=settings.target_invocations_per_instance,
+                scale_down_at_night=scale_down_at_night)
+            # The scalable target names the endpoint, which must exist first.
+            self.scaling.node.add_dependency(self.endpoint.endpoint)
+        self.alarms = EndpointAlarms(
+            self, "Alarms", endpoint_name=self.endpoint.endpoint_name,
+            variant_name=self.endpoint.variant_name, key=key,
+            latency_ms=settings.latency_alarm_ms, alarm_email=settings.alarm_email,
+            instance_backed=kind == "realtime" or (kind == "async"
+                                                   and settings.min_instances > 0))
+
+        CfnOutput(self, outputs.ENDPOINT_NAME, value=self.endpoint.endpoint.attr_endpoint_name)

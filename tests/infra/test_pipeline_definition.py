@@ -1,0 +1,115 @@
+"""The pipeline: train → evaluate → register only if val_loss passes."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from infra.pipeline_definition import (
+    EVALUATION_FILE,
+    METRIC_DEFINITIONS,
+    PipelineInputs,
+    pipeline_definition,
+)
+
+INPUTS = PipelineInputs(
+    role_arn="arn:aws:iam::1:role/exec", image_uri="1.dkr.ecr.r.amazonaws.com/img:tag",
+    data_bucket="data-b", artifact_bucket="art-b", key_arn="arn:aws:kms:r:1:key/k",
+    model_package_group="genkiln-dev-models", training_instance_type="ml.g5.xlarge",
+    family="vae", max_val_loss=3.5,
+)
+
+
+def steps_by_name(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(steps: list[dict[str, Any]]) -> None:
+        for step in steps:
+            found[step["Name"]] = step
+            walk(step["Arguments"].get("IfSteps", []))
+            walk(step["Arguments"].get("ElseSteps", []))
+
+    walk(definition["Steps"])
+    return found
+
+
+def test_steps_run_in_order_and_register_only_past_the_check() -> None:
+    definition = pipeline_definition(INPUTS)
+    assert [s["Name"] for s in definition["Steps"]] == ["Train", "Evaluate", "ValLossCheck"]
+    check = definition["Steps"][2]["Arguments"]
+    assert [s["Type"] for s in check["IfSteps"]] == ["RegisterModel"]
+    assert [s["Type"] for s in check["ElseSteps"]] == ["Fail"]
+    (condition,) = check["Conditions"]
+    assert condition["Type"] == "LessThanOrEqualTo"
+    assert condition["RightValue"] == {"Get": "Parameters.MaxValLoss"}
+    json_get = condition["LeftValue"]["Std:JsonGet"]
+    assert json_get["Path"] == "metrics.val_loss.value"
+    assert json_get["PropertyFile"] == {"Get": "Steps.Evaluate.PropertyFiles.Evaluation"}
+
+
+def test_the_condition_reads_the_file_the_evaluate_step_writes() -> None:
+    evaluate = steps_by_name(pipeline_definition(INPUTS))["Evaluate"]
+    (prop,) = evaluate["PropertyFiles"]
+    assert prop["PropertyFileName"] == "Evaluation"
+    assert prop["FilePath"] == EVALUATION_FILE == "evaluation.json"
+    outputs = evaluate["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+    assert [o["OutputName"] for o in outputs] == [prop["OutputName"]]
+    # The same image runs with the `evaluate` verb, on the trained model.
+    assert evaluate["Arguments"]["AppSpecification"] == {
+        "ImageUri": INPUTS.image_uri, "ContainerArguments": ["evaluate"]}
+    (model_input,) = evaluate["Arguments"]["ProcessingInputs"]
+    assert model_input["S3Input"]["S3Uri"] == {
+        "Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
+
+
+def test_parameter_defaults_come_from_settings() -> None:
+    parameters = {p["Name"]: p for p in pipeline_definition(INPUTS)["Parameters"]}
+    assert parameters["Family"]["DefaultValue"] == "vae"
+    assert parameters["MaxValLoss"] == {"Name": "MaxValLoss", "Type": "Float",
+                                        "DefaultValue": 3.5}
+    assert parameters["TrainingInstanceType"]["DefaultValue"] == "ml.g5.xlarge"
+    assert parameters["TrainData"]["DefaultValue"] == "s3://data-b/datasets/"
+    # Every reference to a parameter names one that exists.
+    text = json.dumps(pipeline_definition(INPUTS))
+    used = set(re.findall(r'"Parameters\.(\w+)"', text))
+    assert used <= set(parameters)
+
+
+def test_training_job_is_isolated_encrypted_and_reports_metrics() -> None:
+    train = steps_by_name(pipeline_definition(INPUTS))["Train"]["Arguments"]
+    assert train["EnableNetworkIsolation"] is True
+    assert train["EnableInterContainerTrafficEncryption"] is True
+    assert train["OutputDataConfig"] == {"S3OutputPath": "s3://art-b/models/",
+                                         "KmsKeyId": INPUTS.key_arn}
+    assert train["ResourceConfig"]["VolumeKmsKeyId"] == INPUTS.key_arn
+    assert train["RoleArn"] == INPUTS.role_arn
+    assert "VpcConfig" not in train
+    # Hyperparameters are a string map (SageMaker's API); defaults come as parameters.
+    assert train["HyperParameters"]["family"] == {"Get": "Parameters.Family"}
+    assert train["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
+
+
+def test_metric_regexes_read_the_training_log() -> None:
+    line = "step=300 train_loss=2.5e-01 val_loss=0.3125 lr=1e-3"
+    values = {m["Name"]: re.search(m["Regex"], line).group(1)  # type: ignore[union-attr]
+              for m in METRIC_DEFINITIONS}
+    assert values == {"train_loss": "2.5e-01", "val_loss": "0.3125"}
+
+
+def test_jobs_join_the_vpc_when_one_is_given() -> None:
+    inputs = PipelineInputs(**{**INPUTS.__dict__, "subnet_ids": ["subnet-1", "subnet-2"],
+                               "security_group_ids": ["sg-1"]})
+    steps = steps_by_name(pipeline_definition(inputs))
+    expected = {"Subnets": ["subnet-1", "subnet-2"], "SecurityGroupIds": ["sg-1"]}
+    assert steps["Train"]["Arguments"]["VpcConfig"] == expected
+    assert steps["Evaluate"]["Arguments"]["NetworkConfig"] == {
+        "EnableNetworkIsolation": True, "VpcConfig": expected}
+
+
+def test_registered_model_serves_with_the_project_image() -> None:
+    register = steps_by_name(pipeline_definition(INPUTS))["Register"]["Arguments"]
+    assert register["ModelPackageGroupName"] == "genkiln-dev-models"
+    (container,) = register["InferenceSpecification"]["Containers"]
+    assert container == {"Image": INPUTS.image_uri,
+                         "ModelDataUrl": {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}}

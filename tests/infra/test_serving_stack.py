@@ -1,0 +1,131 @@
+"""Serving stack: only when something is named to serve; isolated, encrypted, scaled, watched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .conftest import INSTALL_HINT, MODEL_ARTIFACT, MODEL_PACKAGE, Assembly
+
+Match = pytest.importorskip("aws_cdk.assertions", reason=INSTALL_HINT).Match
+
+
+def test_no_serving_stack_until_a_model_is_named(default: Assembly) -> None:
+    assert sorted(default.stacks) == ["genkiln-dev-data", "genkiln-dev-training"]
+
+
+@pytest.fixture(scope="module")
+def prod_serving(prod: Assembly) -> Any:
+    return prod.template("serving")
+
+
+def test_model_runs_isolated_in_the_vpc_with_the_artifact(prod_serving: Any) -> None:
+    prod_serving.has_resource_properties("AWS::SageMaker::Model", {
+        "EnableNetworkIsolation": True,
+        "PrimaryContainer": {"ModelDataUrl": MODEL_ARTIFACT, "Image": Match.any_value()},
+        "VpcConfig": {"Subnets": Match.any_value(), "SecurityGroupIds": Match.any_value()},
+    })
+
+
+def test_endpoint_config_encrypts_volumes_and_captured_data(prod_serving: Any) -> None:
+    key = {"Fn::ImportValue": Match.string_like_regexp("genkiln-prod-data:.*ProjectKey")}
+    prod_serving.has_resource_properties("AWS::SageMaker::EndpointConfig", {
+        "KmsKeyId": key,
+        "DataCaptureConfig": {
+            "EnableCapture": True, "KmsKeyId": key, "InitialSamplingPercentage": 100,
+            "DestinationS3Uri": {"Fn::Join": ["", Match.array_with(["/capture/"])]},
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        },
+        "ProductionVariants": [Match.object_like({
+            "VariantName": "AllTraffic", "InstanceType": "ml.m5.large",
+            "InitialInstanceCount": 2,
+            "ContainerStartupHealthCheckTimeoutInSeconds": 900})],
+    })
+    prod_serving.has_resource_properties("AWS::SageMaker::Endpoint", {
+        "EndpointName": "genkiln-prod-endpoint"})
+
+
+def test_autoscaling_tracks_invocations_within_the_context_bounds(prod_serving: Any) -> None:
+    prod_serving.has_resource_properties("AWS::ApplicationAutoScaling::ScalableTarget", {
+        "ServiceNamespace": "sagemaker", "MinCapacity": 2, "MaxCapacity": 6,
+        "ResourceId": "endpoint/genkiln-prod-endpoint/variant/AllTraffic",
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+        "ScheduledActions": Match.absent(),  # production is never capped at night
+        "RoleARN": {"Fn::Join": ["", Match.array_with([Match.string_like_regexp(
+            "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint$")])]}})
+    prod_serving.resource_count_is("AWS::IAM::Role", 0)  # no role of the stack's own
+    prod_serving.has_resource_properties("AWS::ApplicationAutoScaling::ScalingPolicy", {
+        "PolicyType": "TargetTrackingScaling",
+        "TargetTrackingScalingPolicyConfiguration": Match.object_like({
+            "TargetValue": 50,
+            "PredefinedMetricSpecification": {
+                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}})})
+
+
+def test_alarms_watch_errors_latency_and_instances(prod_serving: Any) -> None:
+    prod_serving.resource_count_is("AWS::CloudWatch::Alarm", 3)
+    for metric, namespace in (("Invocation5XXErrors", "AWS/SageMaker"),
+                              ("ModelLatency", "AWS/SageMaker"),
+                              ("CPUUtilization", "/aws/sagemaker/Endpoints")):
+        prod_serving.has_resource_properties("AWS::CloudWatch::Alarm", {
+            "MetricName": metric, "Namespace": namespace,
+            "AlarmActions": [{"Ref": Match.string_like_regexp("^AlarmsTopic")}],
+            "Dimensions": Match.array_with([{"Name": "EndpointName",
+                                             "Value": "genkiln-prod-endpoint"}])})
+    prod_serving.has_resource_properties("AWS::CloudWatch::Alarm", {
+        "MetricName": "ModelLatency", "Threshold": 2_000_000})  # microseconds
+    prod_serving.has_resource_properties("AWS::CloudWatch::Alarm", {
+        "MetricName": "CPUUtilization", "TreatMissingData": "breaching"})
+    prod_serving.has_resource_properties("AWS::SNS::Topic", {
+        "KmsMasterKeyId": Match.any_value()})
+    prod_serving.has_resource_properties("AWS::SNS::Subscription", {
+        "Protocol": "email", "Endpoint": "ops@example.com"})
+
+
+def test_dev_endpoints_are_capped_at_night(assemblies: dict[str, Assembly]) -> None:
+    template = assemblies["realtime"].template("serving")
+    template.has_resource_properties("AWS::ApplicationAutoScaling::ScalableTarget", {
+        "MinCapacity": 1, "MaxCapacity": 4,
+        "ScheduledActions": Match.array_with([
+            Match.object_like({"Schedule": "cron(0 19 ? * MON-FRI *)",
+                               "ScalableTargetAction": {"MinCapacity": 1, "MaxCapacity": 1}}),
+            Match.object_like({"Schedule": "cron(0 7 ? * MON-FRI *)",
+                               "ScalableTargetAction": {"MinCapacity": 1, "MaxCapacity": 4}}),
+        ])})
+
+
+def test_async_endpoint_queues_in_s3_and_scales_from_zero(
+        assemblies: dict[str, Assembly]) -> None:
+    template = assemblies["async"].template("serving")
+    template.has_resource_properties("AWS::SageMaker::Model", {
+        "PrimaryContainer": {"ModelPackageName": MODEL_PACKAGE}})
+    template.has_resource_properties("AWS::SageMaker::EndpointConfig", {
+        "AsyncInferenceConfig": {"OutputConfig": Match.object_like({
+            "KmsKeyId": Match.any_value(),
+            "S3OutputPath": {"Fn::Join": ["", Match.array_with(["/async/responses"])]}})},
+        "DataCaptureConfig": Match.object_like({"EnableCapture": True}),
+    })
+    template.has_resource_properties("AWS::ApplicationAutoScaling::ScalableTarget", {
+        "MinCapacity": 0, "MaxCapacity": 3})
+    template.has_resource_properties("AWS::ApplicationAutoScaling::ScalingPolicy", {
+        "TargetTrackingScalingPolicyConfiguration": Match.object_like({
+            "CustomizedMetricSpecification": Match.object_like({
+                "MetricName": "ApproximateBacklogSizePerInstance"})})})
+    template.has_resource_properties("AWS::CloudWatch::Alarm", {
+        "MetricName": "HasBacklogWithoutCapacity"})
+    # With a floor of zero, an idle endpoint has no instance: that is not an alarm.
+    template.resource_properties_count_is("AWS::CloudWatch::Alarm", {
+        "MetricName": "CPUUtilization"}, 0)
+
+
+def test_serverless_endpoint_has_no_instances_to_scale(
+        assemblies: dict[str, Assembly]) -> None:
+    template = assemblies["serverless"].template("serving")
+    template.has_resource_properties("AWS::SageMaker::EndpointConfig", {
+        "ProductionVariants": [Match.object_like({
+            "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5},
+            "InstanceType": Match.absent()})],
+        "KmsKeyId": Match.absent(), "DataCaptureConfig": Match.absent()})
+    template.resource_count_is("AWS::ApplicationAutoScaling::ScalableTarget", 0)
+    template.resource_count_is("AWS::CloudWatch::Alarm", 2)
