@@ -72,7 +72,9 @@ def _list_hyperparameters(family_name: str) -> int:
     for cls in (TrainConfig, family.config_cls):
         print(f"# {cls.__name__}")
         for f in dataclasses.fields(cls):
-            print(f"  {f.name}={f.default}")
+            default = family.train_defaults.get(f.name, f.default) if cls is TrainConfig \
+                else f.default
+            print(f"  {f.name}={default}")
     return 0
 
 

@@ -6,6 +6,7 @@ import codecs
 import json
 import this
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,57 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, text_dir: Path) -> P
 @pytest.fixture
 def opt_ml(tmp_path: Path) -> OptMl:
     return OptMl(tmp_path / "opt_ml")
+
+
+#: Per image family: a network small enough to train in a second or two, on few images.
+IMAGE_TINY = {
+    family: {"family": family, "batch_size": "8", "max_steps": "4", "eval_interval": "2",
+             "log_interval": "2", "warmup_steps": "1", "seed": "7", "val_fraction": "0.25",
+             **extra}
+    for family, extra in {
+        "gan": {"latent_dim": "4", "g_width": "8", "d_width": "8"},
+        "vae": {"latent_dim": "4", "width": "8"},
+        "rbm": {"n_hidden": "16", "gibbs_steps": "5"},
+        "autoencoder": {"latent_dim": "4", "width": "8"},
+    }.items()
+}
+
+
+def write_digit_pngs(root: Path, *, classes: tuple[int, ...] = (3, 7), per_class: int = 12,
+                     subfolders: bool = True) -> Path:
+    """Real 8×8 digits from scikit-learn as PNG files, one subfolder per class."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for label in classes:
+        folder = root / str(label) if subfolders else root
+        folder.mkdir(parents=True, exist_ok=True)
+        picks = np.flatnonzero(digits.target == label)[:per_class]
+        for i in picks:
+            pixels = (digits.images[i] / 16.0 * 255).round().astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{label}-{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user folder of grayscale PNG digits in class subfolders 3/ and 7/."""
+    return write_digit_pngs(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="session")
+def image_artifacts(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) -> Any:
+    """family -> a real artifact trained for a few steps on `digits_dir` (built on demand)."""
+    built: dict[str, Path] = {}
+
+    def artifact(family: str) -> Path:
+        if family not in built:
+            opt_ml = emulate_opt_ml(tmp_path_factory.mktemp(f"opt_ml_{family}"),
+                                    hyperparameters=IMAGE_TINY[family], data=digits_dir)
+            assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
+            built[family] = opt_ml.model_dir
+        return built[family]
+
+    return artifact

@@ -67,6 +67,7 @@ def train(opt_ml: OptMl, overrides: Mapping[str, str], stop: threading.Event) ->
     """Run one training job on ``opt_ml``; return the model dir holding the artifact."""
     values = {**opt_ml.hyperparameters(), **overrides}
     family = get_family(values.get("family", TrainConfig.family).strip('"'))
+    values = {**family.train_defaults, **values}
     check_known(values, [TrainConfig, family.config_cls])
     cfg = build(TrainConfig, values)
     model_cfg: Any = build(family.config_cls, values)

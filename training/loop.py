@@ -18,6 +18,10 @@ from typing import Protocol
 from training import checkpoint
 from training.config import TrainConfig
 
+#: What a recipe's `train_step` may count (tokens for text, images for image families);
+#: the loop reports it as `<unit>_per_second` over each logging window.
+THROUGHPUT_UNITS = ("tokens", "images")
+
 
 class Stopped(Exception):
     """Training was asked to stop (SIGTERM: a stopped job or a spot interruption)."""
@@ -91,7 +95,8 @@ def fit(
                             config_fingerprint=fingerprint)
 
     started = time.monotonic()
-    window_started, window_tokens = started, 0.0
+    window_started, window_count = started, 0.0
+    rate_name = "tokens_per_second"
     metrics: dict[str, float] = {}
     while step < cfg.max_steps:
         if stop.is_set():
@@ -106,14 +111,17 @@ def fit(
             progress = max(progress, elapsed / cfg.max_seconds)
         lr = learning_rate(cfg, step, progress)
         out = recipe.train_step(lr)
-        window_tokens += out.pop("tokens", 0.0)
+        for unit in THROUGHPUT_UNITS:  # counted, not averaged: reported as a rate
+            if unit in out:
+                window_count += out.pop(unit)
+                rate_name = f"{unit}_per_second"
         metrics.update(out)
         if step % cfg.log_interval == 0 or step == 1:
             now = time.monotonic()
-            rate = window_tokens / max(now - window_started, 1e-9)
-            log(format_metrics(step, {**out, "learning_rate": lr, "tokens_per_second": rate}))
-            window_started, window_tokens = now, 0.0
-            metrics["tokens_per_second"] = rate
+            rate = window_count / max(now - window_started, 1e-9)
+            log(format_metrics(step, {**out, "learning_rate": lr, rate_name: rate}))
+            window_started, window_count = now, 0.0
+            metrics[rate_name] = rate
         if step % cfg.eval_interval == 0:
             evaluation = recipe.evaluate()
             metrics.update(evaluation)

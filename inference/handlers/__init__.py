@@ -21,6 +21,10 @@ from training.artifact import Artifact, ArtifactError
 HANDLERS = {
     "transformer": "inference.handlers.transformer:TextGenerationHandler",
     "rnn": "inference.handlers.rnn:handler_for",  # music or text, by the artifact's data
+    "gan": "inference.handlers.gan:GANHandler",
+    "vae": "inference.handlers.vae:VAEHandler",
+    "rbm": "inference.handlers.rbm:RBMHandler",
+    "autoencoder": "inference.handlers.autoencoder:AutoencoderHandler",
 }
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from training.data.folder import scan_folder
+from training.data.images import load_image_folder
 from training.data.text import load_text_folder
 from training.data.tokenizer import TextTokenizer
 from training.models import FAMILIES
@@ -16,6 +17,7 @@ def summarize(path: Path, *, vocab_size: int = 2048) -> dict[str, Any]:
 
     Text is read completely (so a non-UTF-8 file or a bad JSON line is found now, not
     an hour into a job) and tokenized with the byte-level BPE training would build.
+    Images are all decoded (a corrupt file or a mix of grayscale and colour is found now).
     """
     scan = scan_folder(Path(path))
     summary: dict[str, Any] = {
@@ -36,4 +38,8 @@ def summarize(path: Path, *, vocab_size: int = 2048) -> dict[str, Any]:
             "tokens": tokens,
             "vocab_size": tokenizer.vocab_size,
         })
+    if scan.modality == "image":
+        images = load_image_folder(scan, size=8).summary()
+        summary.update({"images": images["images"], "mode": images["mode"],
+                        "classes": ", ".join(images["classes"]) or "none (unconditional)"})
     return summary

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from training.hyperparameters import HyperparameterError
@@ -18,6 +18,9 @@ class Family:
     recipe_module: str  # module with the family's `Recipe` (data, steps, export, load)
     metrics: tuple[str, ...]  # names printed as `name=value`, for metric_definitions
     description: str
+    #: Defaults of the shared training settings (TrainConfig) that suit this family better
+    #: than TrainConfig's own, as hyperparameter strings; anything the user sets wins.
+    train_defaults: dict[str, str] = field(default_factory=dict)
 
     @property
     def config_cls(self) -> type:
@@ -31,6 +34,13 @@ class Family:
         """SageMaker `metric_definitions`: one regex per metric the training log prints."""
         return [{"Name": m, "Regex": f"{m}=([0-9.eE+-]+)"} for m in self.metrics]
 
+
+#: Training settings every image family starts from: bigger batches, no weight decay, a
+#: larger held-out split (Fréchet distances need a few hundred images to be stable).
+_IMAGE_DEFAULTS = {
+    "batch_size": "64", "weight_decay": "0", "warmup_steps": "100", "val_fraction": "0.2",
+    "eval_interval": "2000", "eval_batches": "1", "log_interval": "100",
+}
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -55,6 +65,61 @@ FAMILIES: dict[str, Family] = {
                      "in_key_share", "tokens_per_second", "learning_rate"),
             description="LSTM/GRU sequence model: continues melodies (Bach chorales by "
                         "default) or text",
+        ),
+        Family(
+            name="gan",
+            modalities=("image",),
+            config_module="training.models.gan",
+            config_class="GANConfig",
+            recipe_module="training.recipes.gan",
+            metrics=("d_loss", "g_loss", "val_fid", "val_fid_floor", "val_fid_untrained",
+                     "val_confidence", "images_per_second", "learning_rate"),
+            description="class-conditional DCGAN with a spectrally normalised discriminator",
+            train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.0003",
+                            "min_learning_rate": "0.0001", "max_steps": "3000",
+                            "grad_clip": "0", "eval_interval": "1000"},
+        ),
+        Family(
+            name="vae",
+            modalities=("image",),
+            config_module="training.models.vae",
+            config_class="VAEConfig",
+            recipe_module="training.recipes.vae",
+            metrics=("train_loss", "val_loss", "val_fid", "val_fid_floor",
+                     "val_fid_untrained", "val_confidence", "images_per_second",
+                     "learning_rate"),
+            description="convolutional variational autoencoder, optionally class-conditional",
+            train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.002", "max_steps": "3000",
+                            "eval_interval": "1000"},
+        ),
+        Family(
+            name="rbm",
+            modalities=("image",),
+            config_module="training.models.rbm",
+            config_class="RBMConfig",
+            recipe_module="training.recipes.rbm",
+            metrics=("train_loss", "train_reconstruction", "val_reconstruction", "val_pll",
+                     "val_probe_accuracy", "pixels_probe_accuracy",
+                     "sklearn_rbm_probe_accuracy", "sklearn_rbm_pll", "images_per_second",
+                     "learning_rate"),
+            description="Bernoulli RBM trained by contrastive divergence (CD-k or persistent)",
+            train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.05",
+                            "min_learning_rate": "0.005", "batch_size": "10",
+                            "max_steps": "10000", "grad_clip": "0", "eval_interval": "5000",
+                            "log_interval": "1000"},
+        ),
+        Family(
+            name="autoencoder",
+            modalities=("image",),
+            config_module="training.models.autoencoder",
+            config_class="AutoencoderConfig",
+            recipe_module="training.recipes.autoencoder",
+            metrics=("train_loss", "val_loss", "val_auroc", "val_auroc_corrupted",
+                     "val_auroc_noise", "val_auroc_untrained", "val_auroc_pca",
+                     "images_per_second", "learning_rate"),
+            description="convolutional autoencoder: latent codes and anomaly scores",
+            train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.002", "max_steps": "2000",
+                            "eval_interval": "1000"},
         ),
     ]
 }

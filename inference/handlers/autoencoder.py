@@ -1,0 +1,43 @@
+"""Serving the autoencoder: `encode` to the latent code, `score` for anomalies."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from inference.handlers.image import Decoded, ImageHandler, ImageRequest, OneImageRequest
+from training.artifact import Artifact
+from training.recipes.autoencoder import load
+
+
+class EncodeRequest(OneImageRequest):
+    kind: Literal["encode"] = "encode"
+
+
+class ScoreRequest(OneImageRequest):
+    kind: Literal["score"] = "score"
+
+
+class AutoencoderHandler(ImageHandler):
+    family = "autoencoder"
+    kinds: ClassVar[dict[str, type[ImageRequest]]] = {
+        "encode": EncodeRequest, "score": ScoreRequest}
+    image_kinds: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
+        loaded = load(artifact, device)
+        super().__init__(loaded.spec, device)
+        self.model = loaded.model
+        self.threshold = loaded.threshold
+        self.percentile = loaded.percentile
+
+    def encode(self, decoded: Decoded, generator: torch.Generator) -> dict[str, Any]:
+        (x,) = decoded.images
+        return {"latent": [round(float(v), 6) for v in self.model.encode(x)[0]]}
+
+    def score(self, decoded: Decoded, generator: torch.Generator) -> dict[str, Any]:
+        (x,) = decoded.images
+        error = float(self.model.reconstruction_error(x)[0])
+        return {"reconstruction_error": error, "threshold": self.threshold,
+                "threshold_percentile": self.percentile, "anomaly": error > self.threshold}

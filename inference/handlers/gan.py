@@ -1,0 +1,29 @@
+"""Serving the GAN: `sample` images, of one class or of every class in turn."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from inference.handlers.image import Decoded, ImageHandler, ImageRequest, SampleRequest
+from training.artifact import Artifact
+from training.recipes.gan import load
+
+
+class GANHandler(ImageHandler):
+    family = "gan"
+    kinds: ClassVar[dict[str, type[ImageRequest]]] = {"sample": SampleRequest}
+    image_kinds: ClassVar[frozenset[str]] = frozenset({"sample"})
+
+    def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
+        loaded = load(artifact, device)
+        super().__init__(loaded.spec, device)
+        self.model = loaded.model
+
+    def sample(self, decoded: Decoded, generator: torch.Generator
+               ) -> tuple[torch.Tensor, dict[str, Any]]:
+        assert isinstance(decoded.request, SampleRequest)
+        n = decoded.request.n
+        images = self.model.sample(n, self.classes_for(decoded, n), generator)
+        return images, {"class": decoded.label}

@@ -1,0 +1,47 @@
+"""Serving the RBM: `sample` with Gibbs chains, `features` (hidden-unit probabilities)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from inference.handlers.image import Decoded, ImageHandler, ImageRequest, OneImageRequest
+from training.artifact import Artifact
+from training.recipes.rbm import load
+
+
+class GibbsSampleRequest(ImageRequest):
+    kind: Literal["sample"] = "sample"
+    n: int = Field(1, ge=1, le=64, description="images to generate")
+    gibbs_steps: int | None = Field(None, ge=1, le=10_000,
+                                    description="Gibbs steps per chain (default: the model's)")
+
+
+class FeaturesRequest(OneImageRequest):
+    kind: Literal["features"] = "features"
+
+
+class RBMHandler(ImageHandler):
+    family = "rbm"
+    kinds: ClassVar[dict[str, type[ImageRequest]]] = {
+        "sample": GibbsSampleRequest, "features": FeaturesRequest}
+    image_kinds: ClassVar[frozenset[str]] = frozenset({"sample"})
+
+    def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
+        loaded = load(artifact, device)
+        super().__init__(loaded.spec, device)
+        self.model = loaded.model
+        self.gibbs_steps = loaded.gibbs_steps
+
+    def sample(self, decoded: Decoded, generator: torch.Generator
+               ) -> tuple[torch.Tensor, dict[str, Any]]:
+        assert isinstance(decoded.request, GibbsSampleRequest)
+        steps = decoded.request.gibbs_steps or self.gibbs_steps
+        return self.model.sample(decoded.request.n, steps, generator), {"gibbs_steps": steps}
+
+    def features(self, decoded: Decoded, generator: torch.Generator) -> dict[str, Any]:
+        (x,) = decoded.images
+        probs = self.model.hidden_probs(x.flatten(1))[0]  # (H,)
+        return {"features": [round(float(p), 6) for p in probs]}

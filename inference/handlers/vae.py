@@ -1,0 +1,76 @@
+"""Serving the VAE: `sample`, `reconstruct` an input, `interpolate` between two inputs."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from inference.handlers.image import (
+    Decoded,
+    ImageHandler,
+    ImageInput,
+    ImageRequest,
+    OneImageRequest,
+    SampleRequest,
+)
+from training.artifact import Artifact
+from training.recipes.vae import load
+
+
+class ReconstructRequest(OneImageRequest):
+    kind: Literal["reconstruct"] = "reconstruct"
+    class_: int | str | None = Field(None, alias="class", description="the input's class "
+                                     "(conditional models; inferred when left out)")
+
+
+class InterpolateRequest(ImageRequest):
+    kind: Literal["interpolate"] = "interpolate"
+    images: list[ImageInput] = Field(min_length=2, max_length=2,
+                                     description="the two end points")
+    steps: int = Field(8, ge=2, le=64, description="images from the first to the second")
+
+
+class VAEHandler(ImageHandler):
+    family = "vae"
+    kinds: ClassVar[dict[str, type[ImageRequest]]] = {
+        "sample": SampleRequest, "reconstruct": ReconstructRequest,
+        "interpolate": InterpolateRequest}
+    image_kinds: ClassVar[frozenset[str]] = frozenset(kinds)
+
+    def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
+        loaded = load(artifact, device)
+        super().__init__(loaded.spec, device)
+        self.model = loaded.model
+
+    def _label_of(self, decoded: Decoded, x: torch.Tensor) -> torch.Tensor | None:
+        if not self.spec.classes:
+            return None
+        if decoded.label is not None:
+            return torch.tensor([decoded.label], device=self.device)
+        return self.model.best_class(x)
+
+    def sample(self, decoded: Decoded, generator: torch.Generator
+               ) -> tuple[torch.Tensor, dict[str, Any]]:
+        assert isinstance(decoded.request, SampleRequest)
+        n = decoded.request.n
+        return self.model.sample(n, self.classes_for(decoded, n), generator), \
+            {"class": decoded.label}
+
+    def reconstruct(self, decoded: Decoded, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        (x,) = decoded.images
+        y = self._label_of(decoded, x)
+        out = self.model.reconstruct(x, y)
+        error = float(((out - x) ** 2).mean())
+        return out, {"class": None if y is None else int(y[0]), "reconstruction_error": error}
+
+    def interpolate(self, decoded: Decoded, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        assert isinstance(decoded.request, InterpolateRequest)
+        a, b = decoded.images
+        ya, yb = self._label_of(decoded, a), self._label_of(decoded, b)
+        images = self.model.interpolate(a, b, decoded.request.steps, ya, yb)
+        classes = None if ya is None or yb is None else [int(ya[0]), int(yb[0])]
+        return images, {"classes": classes}

@@ -1,0 +1,115 @@
+"""Shapes, sampling and the quantities the image families are trained and scored by."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from training.evaluate_images import frechet_distance
+from training.hyperparameters import HyperparameterError
+from training.models.autoencoder import Autoencoder, AutoencoderConfig
+from training.models.convnets import ImageSpec
+from training.models.gan import GAN, GANConfig
+from training.models.rbm import RBM, RBMConfig
+from training.models.vae import VAE, VAEConfig
+
+DIGITS = ImageSpec(size=8, channels=1, classes=tuple("0123456789"))
+COLOUR = ImageSpec(size=16, channels=3, classes=())
+
+
+@pytest.mark.parametrize("spec", [DIGITS, COLOUR])
+def test_gan_shapes_and_seeded_sampling(spec: ImageSpec) -> None:
+    torch.manual_seed(0)
+    gan = GAN(GANConfig(image_size=spec.size, g_width=8, d_width=8), spec).eval()
+    y = torch.arange(3) if spec.classes else None
+    first = gan.sample(3, y, torch.Generator().manual_seed(1))
+    assert first.shape == (3, spec.channels, spec.size, spec.size)
+    assert first.min() >= 0 and first.max() <= 1
+    assert torch.equal(first, gan.sample(3, y, torch.Generator().manual_seed(1)))
+    assert not torch.equal(first, gan.sample(3, y, torch.Generator().manual_seed(2)))
+    assert gan.discriminator(first * 2 - 1, y).shape == (3,)
+    assert gan.d_loss(first, first, y).ndim == 0 and gan.g_loss(first, y).ndim == 0
+
+
+def test_vae_elbo_sample_reconstruct_interpolate() -> None:
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(width=8, latent_dim=4), DIGITS).eval()
+    x, y = torch.rand(5, 1, 8, 8), torch.arange(5)
+    rec, kl = vae.elbo_terms(x, y)
+    assert rec.shape == kl.shape == (5,) and (kl >= 0).all()
+    assert vae.loss(x, y).ndim == 0
+    assert vae.sample(2, torch.tensor([1, 2])).shape == (2, 1, 8, 8)
+    assert vae.reconstruct(x, y).shape == x.shape
+    path = vae.interpolate(x[:1], x[1:2], 6, y[:1], y[1:2])
+    assert path.shape == (6, 1, 8, 8)
+    assert torch.allclose(path[0], vae.reconstruct(x[:1], y[:1])[0], atol=1e-6)
+    assert torch.allclose(path[-1], vae.reconstruct(x[1:2], y[1:2])[0], atol=1e-6)
+    assert vae.best_class(x) is not None
+
+
+def test_autoencoder_codes_and_errors() -> None:
+    ae = Autoencoder(AutoencoderConfig(width=8, latent_dim=3), COLOUR).eval()
+    x = torch.rand(4, 3, 16, 16)
+    assert ae.encode(x).shape == (4, 3) and ae(x).shape == x.shape
+    assert ae.reconstruction_error(x).shape == (4,)
+
+
+def test_rbm_pseudo_log_likelihood_is_exact() -> None:
+    torch.manual_seed(0)
+    rbm = RBM(RBMConfig(n_hidden=3), ImageSpec(size=8, channels=1, classes=()))
+    with torch.no_grad():
+        rbm.W.normal_(0, 0.5)
+        rbm.visible_bias.normal_(0, 0.5)
+    v = torch.bernoulli(torch.full((2, 64), 0.3))
+    # log p(v_i | v_-i) from free energies, one flipped unit at a time.
+    expected = torch.zeros(2)
+    for i in range(64):
+        flipped = v.clone()
+        flipped[:, i] = 1 - flipped[:, i]
+        expected += -torch.nn.functional.softplus(rbm.free_energy(v) - rbm.free_energy(flipped))
+    assert torch.allclose(rbm.pseudo_log_likelihood(v), expected, atol=1e-4)
+
+
+def test_rbm_free_energy_matches_brute_force() -> None:
+    torch.manual_seed(0)
+    rbm = RBM(RBMConfig(n_hidden=4), ImageSpec(size=8, channels=1, classes=()))
+    with torch.no_grad():
+        rbm.W.normal_(0, 0.3)
+    v = torch.bernoulli(torch.full((1, 64), 0.5))
+    # F(v) = -log Σ_h exp(-E(v, h)) over all 2^4 hidden states.
+    energies = []
+    for bits in itertools.product([0.0, 1.0], repeat=4):
+        h = torch.tensor([bits])
+        energies.append(-(v @ rbm.visible_bias) - (h @ rbm.hidden_bias)
+                        - (h @ rbm.W @ v.T).squeeze())
+    brute = -torch.logsumexp(-torch.stack(energies).squeeze(), dim=0)
+    assert torch.allclose(rbm.free_energy(v)[0], brute, atol=1e-4)
+
+
+def test_rbm_sampling_is_seeded() -> None:
+    rbm = RBM(RBMConfig(n_hidden=8), DIGITS)
+    a = rbm.sample(2, 5, torch.Generator().manual_seed(3))
+    assert a.shape == (2, 1, 8, 8)
+    assert torch.equal(a, rbm.sample(2, 5, torch.Generator().manual_seed(3)))
+
+
+def test_frechet_distance() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2000, 4))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    shifted = frechet_distance(a, a + 3.0)
+    assert shifted == pytest.approx(4 * 9.0, rel=1e-6)  # only the means differ
+    wider = frechet_distance(a, a * 2.0)  # Tr(S + 4S - 2·2S) = Tr(S) ≈ 4
+    assert wider == pytest.approx(4.0, rel=0.1)
+
+
+@pytest.mark.parametrize(("config", "field"), [
+    (lambda: GANConfig(image_size=12), "image_size"),
+    (lambda: VAEConfig(beta=0), "beta"),
+    (lambda: RBMConfig(cd_steps=0), "cd_steps"),
+    (lambda: AutoencoderConfig(threshold_percentile=100), "threshold_percentile"),
+])
+def test_configs_refuse_out_of_range_values(config: object, field: str) -> None:
+    with pytest.raises(HyperparameterError, match=f"^{field} "):
+        config().validate()  # type: ignore[operator]

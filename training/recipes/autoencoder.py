@@ -1,0 +1,108 @@
+"""Training recipe of the autoencoder: reconstruction, then a calibrated anomaly threshold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from training import checkpoint
+from training.artifact import Artifact
+from training.evaluate_images import auroc, corrupt
+from training.models.autoencoder import Autoencoder, AutoencoderConfig
+from training.models.convnets import ImageSpec
+from training.recipes.image import ImageRecipe, load_image_model
+
+
+@dataclass(frozen=True)
+class LoadedAutoencoder:
+    model: Autoencoder
+    spec: ImageSpec
+    threshold: float  # reconstruction errors above it are flagged as anomalies
+    percentile: float  # the percentile of training errors the threshold sits at
+
+
+def load(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedAutoencoder:
+    cfg, spec, model, extras = load_image_model(artifact, AutoencoderConfig, Autoencoder,
+                                                device)
+    return LoadedAutoencoder(model=model, spec=spec, threshold=float(extras["threshold"]),
+                             percentile=cfg.threshold_percentile)
+
+
+class Recipe(ImageRecipe):
+    family = "autoencoder"
+    cfg: AutoencoderConfig
+
+    def build(self) -> None:
+        self.model = Autoencoder(self.cfg, self.spec).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.run.learning_rate,
+                                           weight_decay=self.run.weight_decay)
+        # Anomalies to tell apart from held-out digits: corrupted digits and pure noise.
+        generator = torch.Generator().manual_seed(self.run.seed + 2)
+        self.corrupted = corrupt(self.x_val, generator).to(self.device)
+        self.noise = torch.rand(self.x_val.shape, generator=generator).to(self.device)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    def training_state(self) -> dict[str, checkpoint.Stateful]:
+        return {"model": self.model, "optimizer": self.optimizer}
+
+    def reference_metrics(self) -> dict[str, float]:
+        """Untrained weights, and PCA with as many components as the code has dimensions
+        (the linear autoencoder), scored on the same held-out and anomalous images."""
+        flat = self.x_train.flatten(1).cpu()
+        mean = flat.mean(0, keepdim=True)
+        _, _, v = torch.linalg.svd(flat - mean, full_matrices=False)
+        basis = v[:self.cfg.latent_dim].T  # (D, latent_dim)
+
+        def pca_error(x: torch.Tensor) -> np.ndarray:
+            centred = x.flatten(1).cpu() - mean
+            return ((centred - centred @ basis @ basis.T) ** 2).mean(1).numpy()
+
+        anomalies = np.r_[pca_error(self.corrupted), pca_error(self.noise)]
+        return {"val_auroc_untrained": self.evaluate()["val_auroc"],
+                "val_auroc_pca": auroc(pca_error(self.x_val), anomalies)}
+
+    def train_step(self, lr: float) -> dict[str, float]:
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, _ = self.batch()
+        loss = self.model.loss(x)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.run.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.grad_clip)
+        self.optimizer.step()
+        return {"train_loss": loss.item(), "images": float(len(x))}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        normal = self.model.reconstruction_error(self.x_val).cpu().numpy()
+        corrupted = self.model.reconstruction_error(self.corrupted).cpu().numpy()
+        noise = self.model.reconstruction_error(self.noise).cpu().numpy()
+        return {"val_loss": float(normal.mean()),
+                "val_auroc": auroc(normal, np.r_[corrupted, noise]),
+                "val_auroc_corrupted": auroc(normal, corrupted),
+                "val_auroc_noise": auroc(normal, noise)}
+
+    @torch.no_grad()
+    def model_args(self) -> dict[str, Any]:
+        self.model.eval()
+        errors = self.model.reconstruction_error(self.x_train).cpu().numpy()
+        threshold = float(np.percentile(errors, self.cfg.threshold_percentile))
+        return {**super().model_args(), "threshold": threshold}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.model.state_dict())
+
+    @torch.no_grad()
+    def samples(self) -> np.ndarray:
+        """Held-out images (odd columns) beside their reconstructions (even columns)."""
+        x = self.x_val[:32]
+        pairs = torch.stack([x, self.model(x)], dim=1).flatten(0, 1)  # (2n, C, S, S)
+        return pairs.cpu().numpy()

@@ -1,0 +1,89 @@
+"""Training recipe of the GAN: alternate D and G updates; score samples by Fréchet distance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from training import checkpoint
+from training.artifact import Artifact
+from training.models.convnets import ImageSpec
+from training.models.gan import GAN, GANConfig
+from training.recipes.image import ImageRecipe, load_image_model
+
+#: Generated images per evaluation (Fréchet distance, confidence).
+EVAL_SAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class LoadedGAN:
+    model: GAN
+    spec: ImageSpec
+
+
+def load(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedGAN:
+    _, spec, model, _ = load_image_model(artifact, GANConfig, GAN, device)
+    return LoadedGAN(model=model, spec=spec)
+
+
+class Recipe(ImageRecipe):
+    family = "gan"
+    cfg: GANConfig
+
+    def build(self) -> None:
+        self.model = GAN(self.cfg, self.spec).to(self.device)
+        betas = (self.cfg.beta1, 0.999)
+        self.g_opt = torch.optim.Adam(self.model.generator.parameters(),
+                                      lr=self.run.learning_rate, betas=betas)
+        self.d_opt = torch.optim.Adam(self.model.discriminator.parameters(),
+                                      lr=self.run.learning_rate, betas=betas)
+        self.noise_rng = torch.Generator(device=self.device).manual_seed(self.run.seed + 3)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    def training_state(self) -> dict[str, checkpoint.Stateful]:
+        return {"model": self.model, "g_optimizer": self.g_opt, "d_optimizer": self.d_opt,
+                "noise": self.noise_rng}
+
+    def reference_metrics(self) -> dict[str, float]:
+        return {"val_fid_floor": self.fid_floor(),
+                "val_fid_untrained": self.evaluate()["val_fid"]}
+
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.run.grad_clip > 0:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.run.grad_clip)
+        optimizer.step()
+
+    def train_step(self, lr: float) -> dict[str, float]:
+        self.model.train()
+        x, y = self.batch()
+        real = x * 2.0 - 1.0  # [0, 1] -> [-1, 1], the generator's tanh range
+        fake = self.model.generator(self.model.noise(len(x), self.noise_rng), y)
+        d_loss = self.model.d_loss(real, fake, y)
+        self._step(self.d_opt, d_loss, lr)
+        g_loss = self.model.g_loss(fake, y)
+        self._step(self.g_opt, g_loss, lr)
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "images": float(len(x))}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        generator = torch.Generator(device=self.device).manual_seed(self.run.seed + 1)
+        generated = self.model.sample(EVAL_SAMPLES, self.class_batch(EVAL_SAMPLES), generator)
+        return self.fid_metrics(generated)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.model.state_dict())
+
+    @torch.no_grad()
+    def samples(self) -> np.ndarray:
+        generator = torch.Generator(device=self.device).manual_seed(self.run.seed)
+        return self.model.sample(64, self.class_batch(64), generator).cpu().numpy()

@@ -1,0 +1,78 @@
+"""Training recipe of the VAE: maximise the ELBO; score samples by Fréchet distance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from training import checkpoint
+from training.artifact import Artifact
+from training.models.convnets import ImageSpec
+from training.models.vae import VAE, VAEConfig
+from training.recipes.image import ImageRecipe, load_image_model
+
+#: Generated images per evaluation (Fréchet distance, confidence).
+EVAL_SAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class LoadedVAE:
+    model: VAE
+    spec: ImageSpec
+
+
+def load(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedVAE:
+    _, spec, model, _ = load_image_model(artifact, VAEConfig, VAE, device)
+    return LoadedVAE(model=model, spec=spec)
+
+
+class Recipe(ImageRecipe):
+    family = "vae"
+    cfg: VAEConfig
+
+    def build(self) -> None:
+        self.model = VAE(self.cfg, self.spec).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.run.learning_rate,
+                                           weight_decay=self.run.weight_decay)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    def training_state(self) -> dict[str, checkpoint.Stateful]:
+        return {"model": self.model, "optimizer": self.optimizer}
+
+    def reference_metrics(self) -> dict[str, float]:
+        return {"val_fid_floor": self.fid_floor(),
+                "val_fid_untrained": self.evaluate()["val_fid"]}
+
+    def train_step(self, lr: float) -> dict[str, float]:
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = self.batch()
+        loss = self.model.loss(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.run.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.grad_clip)
+        self.optimizer.step()
+        return {"train_loss": loss.item(), "images": float(len(x))}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        generator = torch.Generator(device=self.device).manual_seed(self.run.seed + 1)
+        y_val = self.y_val if self.conditional else None
+        rec, kl = self.model.elbo_terms(self.x_val, y_val, generator=generator)
+        generated = self.model.sample(EVAL_SAMPLES, self.class_batch(EVAL_SAMPLES), generator)
+        return {"val_loss": float((rec + kl).mean()), **self.fid_metrics(generated)}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.model.state_dict())
+
+    @torch.no_grad()
+    def samples(self) -> np.ndarray:
+        generator = torch.Generator(device=self.device).manual_seed(self.run.seed)
+        return self.model.sample(64, self.class_batch(64), generator).cpu().numpy()
