@@ -60,13 +60,16 @@ RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.tom
 
 # What serving and training never load goes: C/C++ headers and static libraries (for
 # compiling extensions), torch's C++ test binaries and protobuf compiler (about 130 MB;
-# torch/bin keeps torch_shm_manager, which DataLoader workers use), and pip.
+# torch/bin keeps torch_shm_manager, which DataLoader workers use), the test suites of
+# numpy, scipy and scikit-learn (about 50 MB), and pip.
 COPY . .
 RUN pip install --no-deps . \
     && site=/opt/venv/lib/python3.11/site-packages \
     && rm -rf "$site/torch/include" "$site/torch/test" \
     && find "$site/torch/bin" -type f \( -name '*Test' -o -name 'test_*' -o -name 'protoc*' \) -delete \
     && find /opt/venv -name '*.a' -delete \
+    && find "$site/numpy" "$site/scipy" "$site/sklearn" -depth -type d -name tests \
+         -exec rm -rf {} + \
     && pip uninstall --yes --quiet pip \
     && python3 -c 'import torch, inference.cli, training.entry; print("torch", torch.__version__)'
 
