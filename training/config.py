@@ -12,7 +12,7 @@ from training.hyperparameters import require
 class TrainConfig:
     family: str = "transformer"  # model family to train (see `genkiln families`)
     seed: int = 1337  # seeds weights, data order and the held-out split
-    max_steps: int = 2000  # optimizer steps; training ends at max_steps or max_seconds
+    max_steps: int = 600  # optimizer steps; training ends at max_steps or max_seconds
     max_seconds: float = 0.0  # wall-clock training budget in seconds; 0 means none
     batch_size: int = 32  # sequences (or examples) per optimizer step
     learning_rate: float = 1e-3  # peak learning rate after warm-up
@@ -20,7 +20,7 @@ class TrainConfig:
     warmup_steps: int = 50  # linear warm-up steps from 0 to learning_rate
     weight_decay: float = 0.1  # AdamW decoupled weight decay on matrices
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 disables
-    eval_interval: int = 250  # steps between held-out evaluations
+    eval_interval: int = 200  # steps between held-out evaluations
     eval_batches: int = 20  # batches averaged per held-out evaluation
     log_interval: int = 10  # steps between train metric lines
     checkpoint_interval: int = 250  # steps between checkpoints, when the job has a checkpoint dir
