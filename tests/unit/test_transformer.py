@@ -1,6 +1,13 @@
+import json
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
+from tests.conftest import TINY
+from training.entry import run_training
+from training.local import emulate_opt_ml
 from training.models.sampling import sample_next
 from training.models.transformer import GPT, KVCache, TransformerConfig
 
@@ -70,3 +77,14 @@ def test_top_k_and_top_p_restrict_the_support() -> None:
 def test_context_overflow_is_refused(model: GPT) -> None:
     with pytest.raises(ValueError, match="exceeds block_size 32"):
         list(model.generate(list(range(30)), max_new_tokens=5))
+
+
+def test_a_short_run_beats_untrained_weights(tmp_path: Path, text_dir: Path) -> None:
+    # Untrained, held-out loss sits at ln(vocab) (test_shapes_and_loss); 40 steps on the
+    # Zen of Python must do clearly better. A quality assertion, not a timed one.
+    opt_ml = emulate_opt_ml(tmp_path, data=text_dir, hyperparameters={
+        **TINY, "max_steps": "40", "learning_rate": "0.005", "eval_interval": "40"})
+    assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
+    manifest = json.loads((opt_ml.model_dir / "genkiln.json").read_text())
+    untrained = math.log(manifest["model_args"]["vocab_size"])
+    assert manifest["metrics"]["val_loss"] < untrained - 1.0
