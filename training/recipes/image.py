@@ -8,6 +8,7 @@ A family's recipe subclasses `ImageRecipe`, builds its networks in `build()`, an
 from __future__ import annotations
 
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -52,7 +53,7 @@ def load_images(train_dir: Path | None, validation_dir: Path | None, *, size: in
     return data, held_out
 
 
-class ImageRecipe:
+class ImageRecipe(ABC):
     family: ClassVar[str]
     #: Whether the family can use class labels (the config's `conditional` may turn it off).
     conditional: bool = False
@@ -89,15 +90,17 @@ class ImageRecipe:
             log(format_metrics(0, self.references))
 
     # --- what a family provides ----------------------------------------------------
+    @abstractmethod
     def build(self) -> None:
-        raise NotImplementedError
+        """Create the family's networks and optimizers."""
 
+    @abstractmethod
     def modules(self) -> list[torch.nn.Module]:
-        raise NotImplementedError
+        """The networks, for counting parameters and switching train/eval mode."""
 
+    @abstractmethod
     def training_state(self) -> dict[str, checkpoint.Stateful]:
         """Networks, optimizers and random generators a resumed run needs, by name."""
-        raise NotImplementedError
 
     def state_objects(self) -> dict[str, checkpoint.Stateful]:
         return {"batches": self.batches, **self.training_state()}
@@ -106,15 +109,16 @@ class ImageRecipe:
         """Baselines computed once before training (untrained weights, floors)."""
         return {}
 
+    @abstractmethod
     def tensors(self) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The weights the artifact keeps."""
 
     def model_args(self) -> dict[str, Any]:
         return {**asdict(self.cfg), "image": self.spec.as_dict()}
 
+    @abstractmethod
     def samples(self) -> np.ndarray:
         """(N, C, S, S) images in [0, 1] for the artifact's samples grid."""
-        raise NotImplementedError
 
     # --- shared --------------------------------------------------------------------
     def num_parameters(self) -> int:
