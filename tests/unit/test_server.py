@@ -122,14 +122,19 @@ def test_stream_as_server_sent_events(client: TestClient) -> None:
 
 
 def test_stop_sequence_ends_generation(client: TestClient) -> None:
-    free = invoke(client, {"inputs": "The", "parameters": {"max_new_tokens": 20}}).json()[0]
-    stop = free["generated_text"].strip()[:2]
-    assert stop, "the model produced no text to stop on"
-    answer = invoke(client, {"inputs": "The", "parameters": {
-        "max_new_tokens": 20, "stop": [stop], "details": True}}).json()[0]
+    # Sampled with a seed, the same request makes the same tokens until it stops; stop
+    # on a piece of text from the middle of the free-running answer.
+    params = {"max_new_tokens": 20, "do_sample": True, "seed": 11, "details": True}
+    free = invoke(client, {"inputs": "The", "parameters": params}).json()[0]
+    pieces = [t["text"] for t in free["details"]["tokens"] if t["text"].strip()]
+    assert pieces, "the model produced no text to stop on"
+    stop = pieces[len(pieces) // 2]
+    answer = invoke(client, {"inputs": "The", "parameters": {**params, "stop": [stop]}}
+                    ).json()[0]
     assert answer["details"]["finish_reason"] == "stop_sequence"
-    assert answer["generated_text"].endswith(stop) or stop in answer["generated_text"]
-    assert len(answer["generated_text"]) <= len(free["generated_text"])
+    assert stop in answer["generated_text"]
+    assert len(answer["details"]["tokens"]) <= len(free["details"]["tokens"])
+    assert free["generated_text"].startswith(answer["generated_text"])
 
 
 @pytest.mark.parametrize(("payload", "status", "fragment"), [
