@@ -15,6 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
+import torch
+
 from training import checkpoint
 from training.config import TrainConfig
 
@@ -48,6 +50,20 @@ _NOT_SHAPING = {"log_interval", "eval_interval", "eval_batches", "checkpoint_int
 def run_fingerprint(cfg: TrainConfig, model_cfg: object) -> str:
     settings = {**asdict(cfg), **asdict(model_cfg)}  # type: ignore[call-overload]
     return checkpoint.fingerprint({k: v for k, v in settings.items() if k not in _NOT_SHAPING})
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, *, lr: float,
+                   grad_clip: float) -> None:
+    """One update: set the scheduled rate, back-propagate ``loss``, clip the gradient norm
+    of the optimizer's parameters (0: no clipping), step."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:

@@ -11,6 +11,7 @@ import torch
 from training import checkpoint
 from training.artifact import Artifact
 from training.evaluate_images import auroc, corrupt
+from training.loop import optimizer_step
 from training.models.autoencoder import Autoencoder, AutoencoderConfig
 from training.models.convnets import ImageSpec
 from training.recipes.image import ImageRecipe, load_image_model
@@ -68,15 +69,9 @@ class Recipe(ImageRecipe):
 
     def train_step(self, lr: float) -> dict[str, float]:
         self.model.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         x, _ = self.batch()
         loss = self.model.loss(x)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.run.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.grad_clip)
-        self.optimizer.step()
+        optimizer_step(self.optimizer, loss, lr=lr, grad_clip=self.run.grad_clip)
         return {"train_loss": loss.item(), "images": float(len(x))}
 
     @torch.no_grad()

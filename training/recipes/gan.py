@@ -9,6 +9,7 @@ import torch
 
 from training import checkpoint
 from training.artifact import Artifact
+from training.loop import optimizer_step
 from training.models.convnets import ImageSpec
 from training.models.gan import GAN, GANConfig
 from training.recipes.image import ImageRecipe, load_image_model
@@ -53,14 +54,7 @@ class Recipe(ImageRecipe):
                 "val_fid_untrained": self.evaluate()["val_fid"]}
 
     def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.run.grad_clip > 0:
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.run.grad_clip)
-        optimizer.step()
+        optimizer_step(optimizer, loss, lr=lr, grad_clip=self.run.grad_clip)
 
     def train_step(self, lr: float) -> dict[str, float]:
         self.model.train()

@@ -21,6 +21,7 @@ from training.data import tokens as token_data
 from training.data.folder import scan_folder
 from training.data.text import TextCorpus, load_text_folder
 from training.data.tokenizer import TextTokenizer
+from training.loop import optimizer_step
 from training.ngram import ngram_perplexity
 
 
@@ -98,16 +99,10 @@ class SequenceRecipe(ABC):
 
     def train_step(self, lr: float) -> dict[str, float]:
         self.model.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         x, y = token_data.windows(self.train_tokens, self.batches, self.run.batch_size,
                                   self.window, self.device)
         loss = self._loss(x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.run.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.grad_clip)
-        self.optimizer.step()
+        optimizer_step(self.optimizer, loss, lr=lr, grad_clip=self.run.grad_clip)
         return {"train_loss": loss.item(), "tokens": float(x.numel())}
 
     def evaluate(self) -> dict[str, float]:

@@ -9,6 +9,7 @@ import torch
 
 from training import checkpoint
 from training.artifact import Artifact
+from training.loop import optimizer_step
 from training.models.convnets import ImageSpec
 from training.models.vae import VAE, VAEConfig
 from training.recipes.image import ImageRecipe, load_image_model
@@ -49,15 +50,9 @@ class Recipe(ImageRecipe):
 
     def train_step(self, lr: float) -> dict[str, float]:
         self.model.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         x, y = self.batch()
         loss = self.model.loss(x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.run.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run.grad_clip)
-        self.optimizer.step()
+        optimizer_step(self.optimizer, loss, lr=lr, grad_clip=self.run.grad_clip)
         return {"train_loss": loss.item(), "images": float(len(x))}
 
     @torch.no_grad()
