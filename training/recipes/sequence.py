@@ -109,6 +109,6 @@ class SequenceRecipe(ABC):
         """Held-out loss and perplexity, beside the n-gram baseline's perplexity."""
         self.model.eval()
         return {**token_data.held_out_loss(
-            self._loss, self.val_tokens, seed=self.run.seed, batches=self.run.eval_batches,
+            self._loss, self.val_tokens, batches=self.run.eval_batches,
             batch_size=self.run.batch_size, length=self.window, device=self.device),
             **self.baseline}
