@@ -157,7 +157,13 @@ def test_text_rnn_serves_tgi_requests(tmp_path: Path, text_dir: Path) -> None:
     manifest = json.loads((opt_ml.model_dir / "genkiln.json").read_text())
     assert manifest["modality"] == "text"
     assert manifest["metrics"]["val_perplexity"] < manifest["model_args"]["vocab_size"]
-    assert math.isfinite(manifest["metrics"]["ngram_perplexity"])
+    metrics = manifest["metrics"]
+    assert math.isfinite(metrics["ngram_perplexity"])
+    # Bits per character: the same held-out nats, counted per character of text.
+    per_token = metrics["val_bits_per_char"] / (metrics["val_loss"] / math.log(2))
+    assert per_token == pytest.approx(
+        metrics["ngram_bits_per_char"] / math.log2(metrics["ngram_perplexity"]))
+    assert 0 < per_token < 1  # tokens per character: BPE tokens hold a character or more
     with TestClient(create_app(opt_ml.model_dir)) as client:
         wait_ready(client)
         answer = post(client, {"inputs": "Beautiful", "stream": True,

@@ -52,7 +52,8 @@ FAMILIES: dict[str, Family] = {
             config_class="TransformerConfig",
             recipe_module="training.recipes.transformer",
             metrics=("train_loss", "val_loss", "val_perplexity", "ngram_perplexity",
-                     "tokens_per_second", "learning_rate"),
+                     "val_bits_per_char", "ngram_bits_per_char", "tokens_per_second",
+                     "learning_rate"),
             description="GPT-style decoder language model with a byte-level BPE tokenizer",
             # A small decoder trained for minutes learns faster at a higher peak rate:
             # held-out perplexity after 600 steps 63.7 at 3e-3 against 91.3 at 1e-3.
@@ -65,7 +66,8 @@ FAMILIES: dict[str, Family] = {
             config_class="RNNConfig",
             recipe_module="training.recipes.rnn",
             metrics=("train_loss", "val_loss", "val_perplexity", "ngram_perplexity",
-                     "in_key_share", "tokens_per_second", "learning_rate"),
+                     "val_bits_per_char", "ngram_bits_per_char", "in_key_share",
+                     "tokens_per_second", "learning_rate"),
             description="LSTM/GRU sequence model: continues melodies (Bach chorales by "
                         "default) or text",
             # About 5 minutes on 2 CPU cores; a tenth of the chorales held out, so the

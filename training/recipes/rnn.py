@@ -127,6 +127,7 @@ class Recipe(SequenceRecipe):
                                  vocab_size=model_cfg.vocab_size)
             self.tokenizer, self.train_tokens, self.val_tokens = (text.tokenizer, text.train,
                                                                   text.val)
+            self.val_characters = text.val_characters
             vocab_size, source, files = (self.tokenizer.vocab_size, corpus_text.source,
                                          corpus_text.files)
             examples = text.documents

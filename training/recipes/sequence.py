@@ -8,6 +8,7 @@ baseline's perplexity on the same tokens.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ class TextTokens:
     val: np.ndarray
     documents: int
     characters: int
+    val_characters: int
 
 
 def tokenize_text(corpus: TextCorpus, run: TrainConfig, *, validation_dir: Path | None,
@@ -53,6 +55,7 @@ def tokenize_text(corpus: TextCorpus, run: TrainConfig, *, validation_dir: Path 
         val=token_data.concat(tokenizer.encode_batch(val_docs), eot),
         documents=len(train_docs) + len(val_docs),
         characters=sum(map(len, train_docs)) + sum(map(len, val_docs)),
+        val_characters=sum(map(len, val_docs)),
     )
 
 
@@ -68,6 +71,9 @@ class SequenceRecipe(ABC):
     val_tokens: np.ndarray
     window: int  # tokens per training window
     baseline: dict[str, float]
+    #: Characters of held-out text (None for music): perplexities per token depend on the
+    #: tokenizer, bits per character do not, so text runs report both.
+    val_characters: int | None = None
 
     def _setup_training(self, run: TrainConfig, *, vocab_size: int, window: int,
                         window_key: str) -> None:
@@ -89,6 +95,13 @@ class SequenceRecipe(ABC):
         self.batches = torch.Generator().manual_seed(run.seed)
         self.baseline = {"ngram_perplexity": ngram_perplexity(
             self.train_tokens, self.val_tokens, vocab_size)}
+        if self.val_characters:
+            self.baseline["ngram_bits_per_char"] = self._bits_per_char(
+                math.log(self.baseline["ngram_perplexity"]))
+
+    def _bits_per_char(self, nats_per_token: float) -> float:
+        assert self.val_characters
+        return nats_per_token / math.log(2) * len(self.val_tokens) / self.val_characters
 
     @abstractmethod
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -108,7 +121,9 @@ class SequenceRecipe(ABC):
     def evaluate(self) -> dict[str, float]:
         """Held-out loss and perplexity, beside the n-gram baseline's perplexity."""
         self.model.eval()
-        return {**token_data.held_out_loss(
+        out = token_data.held_out_loss(
             self._loss, self.val_tokens, batches=self.run.eval_batches,
-            batch_size=self.run.batch_size, length=self.window, device=self.device),
-            **self.baseline}
+            batch_size=self.run.batch_size, length=self.window, device=self.device)
+        if self.val_characters:
+            out["val_bits_per_char"] = self._bits_per_char(out["val_loss"])
+        return {**out, **self.baseline}
