@@ -55,9 +55,12 @@ FAMILIES: dict[str, Family] = {
                      "val_bits_per_char", "ngram_bits_per_char", "tokens_per_second",
                      "learning_rate"),
             description="GPT-style decoder language model with a byte-level BPE tokenizer",
-            # A small decoder trained for minutes learns faster at a higher peak rate:
-            # held-out perplexity after 600 steps 63.7 at 3e-3 against 91.3 at 1e-3.
-            train_defaults={"learning_rate": "0.003", "min_learning_rate": "0.0003"},
+            # A small decoder trained for minutes learns more from the same tokens at a
+            # higher peak rate and with more, smaller steps: held-out perplexity after
+            # 2.5M tokens 91.3 (1e-3, batch 32), 62.6 (3e-3, batch 32), 52.6 (3e-3, 16).
+            train_defaults={"learning_rate": "0.003", "min_learning_rate": "0.0003",
+                            "batch_size": "16", "max_steps": "1200", "warmup_steps": "100",
+                            "eval_interval": "400"},
         ),
         Family(
             name="rnn",
