@@ -36,7 +36,6 @@ from inference.errors import ClientError
 from training.feedback import (
     FeedbackConflict,
     FeedbackError,
-    FeedbackRecord,
     GenerationRecord,
     check_id,
     feedback_from_json,

@@ -192,9 +192,9 @@ def create_app(model_dir: Path, *, device: str = "cpu",
             payload = _parse_json(body, request.headers.get("content-type"))
             loop = asyncio.get_running_loop()
             if capture.is_feedback(payload):
-                answer = await loop.run_in_executor(recorder, capture.accept_feedback,
+                judged = await loop.run_in_executor(recorder, capture.accept_feedback,
                                                     store, payload)
-                return JSONResponse(answer)
+                return JSONResponse(judged)
             if capture.is_info(payload):  # /info for callers that reach only /invocations
                 return describe()
             if handler is None:
@@ -210,8 +210,8 @@ def create_app(model_dir: Path, *, device: str = "cpu",
             result = await loop.run_in_executor(worker, handler.predict, decoded)
             if isinstance(result, Binary):
                 pending.finish(result.body, result.media_type)
-                answer = Response(result.body, media_type=result.media_type,
-                                  headers=pending.headers())
+                answer: Response = Response(result.body, media_type=result.media_type,
+                                            headers=pending.headers())
             else:
                 answer = JSONResponse(pending.finish(result), headers=pending.headers())
             await loop.run_in_executor(recorder, _record, store, pending.records)

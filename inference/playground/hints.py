@@ -28,7 +28,7 @@ def playground_hints(handler: Any, modality: str) -> dict[str, Any]:
                 "output": "midi",
                 "template": {"kind": "continue", "max_new_notes": 32, "temperature": 1.0}}
     kinds = list(getattr(handler, "kinds", {}) or {})
-    image_kinds = getattr(handler, "image_kinds", frozenset())
+    image_kinds: frozenset[str] = getattr(handler, "image_kinds", frozenset())
     if "sample" in kinds and "sample" in image_kinds:
         return {"input": "none", "stream": False, "output": "png",
                 "template": {"kind": "sample", "n": 1}}

@@ -103,7 +103,7 @@ def test_ratings_and_preferences_are_stored_once(client: TestClient, store_dir: 
     mine = [f for f in stored.feedback
             if a["generation_id"] in (f.generation_id, f.chosen, f.rejected)]
     assert len(mine) == 2  # two judgements, each once
-    [(chosen, rejected)] = [p for p in stored.preferences()
+    [(chosen, _)] = [p for p in stored.preferences()
                             if p[1].generation_id == a["generation_id"]]
     assert chosen.output["text"] == b["generated_text"]
     # The same id with another judgement is refused, not overwritten.
