@@ -147,10 +147,11 @@ def _kind(family: str, payload: dict[str, Any], default_kind: str | None) -> str
     return default_kind or "generate"
 
 
-def begin(family: str, payload: Any, headers: Mapping[str, str],
-          default_kind: str | None = None) -> Pending:
+def begin(family: str, payload: Any, headers: Mapping[str, str], *,
+          default_kind: str | None = None, text: bool = False) -> Pending:
     """Ids and a seed for the generation(s) `payload` asks for (ClientError if the given
-    id is malformed)."""
+    id is malformed). `text`: the handler takes TGI's shapes, where the seed is among
+    the parameters (so a malformed request is not told about a seed it never sent)."""
     given = headers.get(INFERENCE_ID_HEADER)
     if given is not None:
         try:
@@ -164,11 +165,11 @@ def begin(family: str, payload: Any, headers: Mapping[str, str],
         # Not a request any handler takes; let the handler's decode say what to send.
         return Pending(family, "generate", payload, [given or _new_id()], [payload], {})
     payload = copy.deepcopy(payload)
-    seed_holder = payload
-    if "inputs" in payload:  # text: TGI keeps the seed among the parameters
-        if payload.get("parameters") is None:
+    seed_holder: Any = payload
+    if text or "inputs" in payload:  # text: TGI keeps the seed among the parameters
+        if payload.get("parameters") is None and "inputs" in payload:
             payload["parameters"] = {}
-        seed_holder = payload["parameters"]
+        seed_holder = payload.get("parameters")
     if isinstance(seed_holder, dict) and seed_holder.get("seed") is None:
         seed_holder["seed"] = random.SystemRandom().randrange(MAX_PICKED_SEED)
 

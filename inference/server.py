@@ -200,8 +200,10 @@ def create_app(model_dir: Path, *, device: str = "cpu",
             if handler is None:
                 return _error(ClientError("the model is not loaded yet; retry when /ping is "
                                           "200", status=503, error_type="overloaded"))
-            pending = capture.begin(handler.family, payload, request.headers,
-                                    default_kind=next(iter(getattr(handler, "kinds", {})), None))
+            pending = capture.begin(
+                handler.family, payload, request.headers,
+                default_kind=next(iter(getattr(handler, "kinds", {})), None),
+                text=hasattr(handler, "tokenizer"))
             decoded = handler.decode(pending.payload, request.headers.get("accept"))
             if handler.wants_stream(decoded):
                 return _stream(handler, decoded, request.headers.get("accept"), worker,

@@ -175,3 +175,26 @@ def test_prompt_stream_regenerate_and_prefer_in_a_real_browser(
     assert chosen.output["text"] == second["output"]["text"]
     assert rejected.inputs == "Beautiful is better"
     assert rejected.parameters["seed"] == first["seed"]
+
+
+def test_the_page_reads_and_plays_midi_answers(playground: tuple[str, Path],
+                                               browser: Any) -> None:
+    """What a music family returns (a MIDI file) becomes notes in seconds for the synth."""
+    import base64
+
+    from training.data.midi import write_midi
+    from training.data.music import Note
+
+    url, _ = playground
+    browser.get(url)
+    midi = write_midi([Note(60, 1.0), Note(None, 0.5), Note(64, 0.5), Note(67, 2.0)],
+                      tempo_bpm=120, program=0)
+    song = browser.execute_script(
+        "const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));"
+        "const song = GenkilnMidi.parse(bytes);"
+        "GenkilnMidi.play(song.notes).stop();"  # schedules WebAudio voices, then stops
+        "return song;", base64.b64encode(midi).decode())
+    # 120 beats a minute: a quarter note lasts half a second.
+    assert [(n["pitch"], n["start"], n["end"]) for n in song["notes"]] == [
+        (60, 0.0, 0.5), (64, 0.75, 1.0), (67, 1.0, 2.0)]
+    assert song["duration"] == 2.0

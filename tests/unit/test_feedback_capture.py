@@ -159,3 +159,9 @@ def test_image_generations_are_recorded_as_png(image_artifacts: Any, tmp_path: P
         record = store.get_generation(png.headers["x-genkiln-generation-id"])
         assert record is not None
         assert base64.b64decode(record.output["png_base64"]) == png.content
+
+
+def test_a_malformed_request_hears_only_about_its_own_fields(client: TestClient) -> None:
+    answer = invoke(client, {"prompt": "hi"})
+    assert answer.status_code == 422
+    assert "prompt" in answer.json()["error"] and "seed" not in answer.json()["error"]
