@@ -5,6 +5,7 @@
     genkiln train --mode container|sagemaker ...    # SageMaker local mode / a training job
     genkiln deploy [ARTIFACT] --mode container|sagemaker             # an endpoint
     genkiln invoke "prompt" [--url URL | --endpoint NAME] [--stream]
+    genkiln playground [--url URL | --endpoint NAME]     # a web page to generate and judge
     genkiln data inspect DIR
     genkiln demo                                                       # what `make run` runs
 
@@ -129,6 +130,19 @@ def _invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- playground ----------------------------------------------------------------------
+def _playground(args: argparse.Namespace) -> int:
+    from inference.client import EndpointClient
+    from inference.playground.app import run_playground
+
+    if args.endpoint:
+        client = EndpointClient(endpoint_name=args.endpoint, region_name=args.region)
+    else:
+        client = EndpointClient(url=args.url)
+    run_playground(client, host=args.host, port=args.port)
+    return 0
+
+
 # --- data ----------------------------------------------------------------------------
 def _inspect(args: argparse.Namespace) -> int:
     from training.data.errors import DataError
@@ -204,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--stop", action="append", help="stop sequence (repeatable)")
     invoke.add_argument("--details", action="store_true")
 
+    playground = sub.add_parser(
+        "playground", help="a web page to prompt, regenerate and judge a model's outputs")
+    where = playground.add_mutually_exclusive_group()
+    where.add_argument("--url", default="http://127.0.0.1:8080", help="a local server")
+    where.add_argument("--endpoint", help="a SageMaker endpoint name (uses AWS credentials)")
+    playground.add_argument("--region", help="AWS region of the endpoint")
+    playground.add_argument("--host", default="127.0.0.1",
+                            help="where the page is served (default 127.0.0.1)")
+    playground.add_argument("--port", type=int, default=8000, help="default 8000")
+
     data = sub.add_parser("data", help="check data before training")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     inspect = data_sub.add_parser("inspect", help="check a folder holds one type; summarise")
@@ -233,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         return _invoke(args)
     if args.command == "data":
         return _inspect(args)
+    if args.command == "playground":
+        return _playground(args)
     if args.command == "deploy":
         from inference.deploy import deploy
 

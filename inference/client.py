@@ -5,6 +5,11 @@
     client.generate("Return the", max_new_tokens=20, seed=1)     # [{"generated_text": ...}]
     for event in client.stream("Return the", max_new_tokens=20):
         print(event["token"]["text"], end="")
+    client.feedback(chosen=second["generation_id"], rejected=first["generation_id"])
+    client.info()                                                # family, request hints
+
+Every generation's answer carries its `generation_id` (and the seed and parameters that
+produced it); `feedback()` records a rating of one or a preference between two.
 
 Streams arrive as chunks that need not end on a line: `InvokeEndpointWithResponseStream`
 forwards the server's chunks as `PayloadPart` events of arbitrary size, so lines are
@@ -21,6 +26,8 @@ import httpx
 
 JSON = "application/json"
 JSON_LINES = "application/jsonlines"
+#: The header InvokeEndpoint's InferenceId becomes; the server takes it as the generation id.
+INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 
 
 class EndpointError(RuntimeError):
@@ -108,6 +115,30 @@ class EndpointClient:
         """Generate with streaming: one event per token, the last with `generated_text`."""
         return self.invoke_stream(self._payload(inputs, parameters, True))
 
+    def feedback(self, *, generation_id: str | None = None, rating: int | None = None,
+                 chosen: str | None = None, rejected: str | None = None,
+                 comment: str | None = None, feedback_id: str | None = None
+                 ) -> dict[str, Any]:
+        """Record a rating (1-5) of a generation, or a preference of `chosen` over
+        `rejected`; the same feedback_id (or, without one, the same judgement) is stored
+        once however often it is sent."""
+        given = {"feedback_id": feedback_id, "generation_id": generation_id,
+                 "rating": rating, "chosen": chosen, "rejected": rejected, "comment": comment}
+        result: dict[str, Any] = self.invoke(
+            {"feedback": {k: v for k, v in given.items() if v is not None}})
+        return result
+
+    def info(self) -> dict[str, Any]:
+        """The served model: family, modality, and how the playground should ask it."""
+        if self.url is not None:
+            response = httpx.get(f"{self.url}/info", timeout=self.timeout)
+            if response.status_code >= 400:
+                raise _http_error(response.status_code, response.content)
+            answer: dict[str, Any] = response.json()
+            return answer
+        answer = self.invoke({"info": {}})  # an endpoint passes only /invocations on
+        return answer
+
     # --- transport ---------------------------------------------------------------
     def ping(self) -> bool:
         if self.url is None:
@@ -117,38 +148,53 @@ class EndpointClient:
         except httpx.HTTPError:
             return False
 
-    def invoke(self, payload: Any) -> Any:
+    @staticmethod
+    def _id_header(inference_id: str | None) -> dict[str, str]:
+        return {} if inference_id is None else {INFERENCE_ID: inference_id}
+
+    @staticmethod
+    def _id_argument(inference_id: str | None) -> dict[str, str]:
+        return {} if inference_id is None else {"InferenceId": inference_id}
+
+    def invoke(self, payload: Any, *, inference_id: str | None = None) -> Any:
+        """One request, one JSON answer. `inference_id` becomes the generation's id."""
         body = json.dumps(payload).encode()
         if self.url is not None:
             response = httpx.post(f"{self.url}/invocations", content=body, timeout=self.timeout,
-                                  headers={"Content-Type": JSON, "Accept": JSON})
+                                  headers={"Content-Type": JSON, "Accept": JSON,
+                                           **self._id_header(inference_id)})
             if response.status_code >= 400:
                 raise _http_error(response.status_code, response.content)
             return response.json()
         try:
             answer = self._runtime.invoke_endpoint(
-                EndpointName=self.endpoint_name, Body=body, ContentType=JSON, Accept=JSON)
+                EndpointName=self.endpoint_name, Body=body, ContentType=JSON, Accept=JSON,
+                **self._id_argument(inference_id))
         except Exception as exc:  # botocore's ModelError carries the container's answer
             raise _aws_error(exc) from exc
         return json.loads(answer["Body"].read())
 
-    def invoke_stream(self, payload: Any) -> Iterator[dict[str, Any]]:
+    def invoke_stream(self, payload: Any, *, inference_id: str | None = None
+                      ) -> Iterator[dict[str, Any]]:
         body = json.dumps(payload).encode()
         if self.url is not None:
-            return self._http_stream(body)
-        return parse_events(self._aws_chunks(body))
+            return self._http_stream(body, inference_id)
+        return parse_events(self._aws_chunks(body, inference_id))
 
-    def _http_stream(self, body: bytes) -> Iterator[dict[str, Any]]:
+    def _http_stream(self, body: bytes, inference_id: str | None = None
+                     ) -> Iterator[dict[str, Any]]:
         with httpx.stream("POST", f"{self.url}/invocations", content=body, timeout=self.timeout,
-                          headers={"Content-Type": JSON, "Accept": JSON_LINES}) as response:
+                          headers={"Content-Type": JSON, "Accept": JSON_LINES,
+                                   **self._id_header(inference_id)}) as response:
             if response.status_code >= 400:
                 raise _http_error(response.status_code, response.read())
             yield from parse_events(response.iter_bytes())
 
-    def _aws_chunks(self, body: bytes) -> Iterator[bytes]:
+    def _aws_chunks(self, body: bytes, inference_id: str | None = None) -> Iterator[bytes]:
         try:
             answer = self._runtime.invoke_endpoint_with_response_stream(
-                EndpointName=self.endpoint_name, Body=body, ContentType=JSON, Accept=JSON_LINES)
+                EndpointName=self.endpoint_name, Body=body, ContentType=JSON, Accept=JSON_LINES,
+                **self._id_argument(inference_id))
         except Exception as exc:
             raise _aws_error(exc) from exc
         for event in answer["Body"]:

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,8 +27,11 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from inference import capture
 from inference.errors import ClientError
+from inference.feedback_store import FeedbackStore, store_from_environment
 from inference.handlers import Binary, Handler, load_handler
+from inference.playground.hints import playground_hints
 from inference.schema import SCHEMA_VERSION
 from training import environment as env
 from training.artifact import ArtifactError, load_artifact
@@ -115,19 +118,39 @@ def _framing(accept: str | None) -> tuple[str, str, str]:
     return JSON_LINES, "", "\n"
 
 
+_FROM_ENVIRONMENT: Any = object()
+
+
+def _record(store: FeedbackStore | None, records: list[Any]) -> None:
+    """Keep generation records; a store that fails costs the record, not the answer."""
+    if store is None:
+        return
+    for record in records:
+        try:
+            store.put(record)
+        except Exception:
+            log.exception("could not record generation %s in %s", record.generation_id, store)
+
+
 def create_app(model_dir: Path, *, device: str = "cpu",
-               max_request_bytes: int | None = None) -> FastAPI:
+               max_request_bytes: int | None = None,
+               feedback_store: FeedbackStore | None = _FROM_ENVIRONMENT) -> FastAPI:
     limit = max_request_bytes or int(os.environ.get(env.GENKILN_MAX_REQUEST_BYTES,
                                                     MAX_REQUEST_BYTES))
     state = ModelState(model_dir=Path(model_dir), device=device)
     # One model, one generation at a time: requests queue in arrival order.
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genkiln-generate")
+    # Records are written beside generation, never in its way.
+    store = store_from_environment() if feedback_store is _FROM_ENVIRONMENT else feedback_store
+    recorder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="genkiln-feedback")
+    log.info("feedback store: %s", store if store is not None else "off")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=state.load, name="genkiln-load", daemon=True).start()
         yield
         worker.shutdown(wait=True, cancel_futures=True)
+        recorder.shutdown(wait=True)
 
     app = FastAPI(title="genkiln", version=SCHEMA_VERSION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
@@ -141,8 +164,7 @@ def create_app(model_dir: Path, *, device: str = "cpu",
             return JSONResponse({"status": "failed", "error": state.error}, status_code=503)
         return JSONResponse({"status": "loading"}, status_code=503)
 
-    @app.get("/info")
-    async def info() -> Response:
+    def describe() -> Response:
         if state.handler is None:
             return JSONResponse({"status": "loading" if state.error is None else "failed"},
                                 status_code=503)
@@ -154,25 +176,48 @@ def create_app(model_dir: Path, *, device: str = "cpu",
             "format_version": manifest["format_version"],
             "model_args": manifest["model_args"],
             "metrics": manifest.get("metrics", {}),
+            "feedback": {"enabled": store is not None},
+            "playground": playground_hints(state.handler, manifest["modality"]),
         })
+
+    @app.get("/info")
+    async def info() -> Response:
+        return describe()
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
-        handler = state.handler
-        if handler is None:
-            return _error(ClientError("the model is not loaded yet; retry when /ping is 200",
-                                      status=503, error_type="overloaded"))
+        handler = state.handler  # feedback and info need no model; generation waits for it
         try:
             body = await _read_body(request, limit)
             payload = _parse_json(body, request.headers.get("content-type"))
-            decoded = handler.decode(payload, request.headers.get("accept"))
             loop = asyncio.get_running_loop()
+            if capture.is_feedback(payload):
+                judged = await loop.run_in_executor(recorder, capture.accept_feedback,
+                                                    store, payload)
+                return JSONResponse(judged)
+            if capture.is_info(payload):  # /info for callers that reach only /invocations
+                return describe()
+            if handler is None:
+                return _error(ClientError("the model is not loaded yet; retry when /ping is "
+                                          "200", status=503, error_type="overloaded"))
+            pending = capture.begin(
+                handler.family, payload, request.headers,
+                default_kind=next(iter(getattr(handler, "kinds", {})), None),
+                text=hasattr(handler, "tokenizer"))
+            decoded = handler.decode(pending.payload, request.headers.get("accept"))
             if handler.wants_stream(decoded):
-                return _stream(handler, decoded, request.headers.get("accept"), worker)
+                return _stream(handler, decoded, request.headers.get("accept"), worker,
+                               pending, lambda records: loop.run_in_executor(
+                                   recorder, _record, store, records))
             result = await loop.run_in_executor(worker, handler.predict, decoded)
             if isinstance(result, Binary):
-                return Response(result.body, media_type=result.media_type)
-            return JSONResponse(result)
+                pending.finish(result.body, result.media_type)
+                answer: Response = Response(result.body, media_type=result.media_type,
+                                            headers=pending.headers())
+            else:
+                answer = JSONResponse(pending.finish(result), headers=pending.headers())
+            await loop.run_in_executor(recorder, _record, store, pending.records)
+            return answer
         except ClientError as exc:
             return _error(exc)
         except Exception:
@@ -187,7 +232,8 @@ def create_app(model_dir: Path, *, device: str = "cpu",
 
 
 def _stream(handler: Handler, request: Any, accept: str | None,
-            worker: ThreadPoolExecutor) -> StreamingResponse:
+            worker: ThreadPoolExecutor, pending: capture.Pending,
+            record: Callable[[list[Any]], Awaitable[None]]) -> StreamingResponse:
     media_type, prefix, end = _framing(accept)
     cancelled = threading.Event()
 
@@ -211,11 +257,15 @@ def _stream(handler: Handler, request: Any, accept: str | None,
         loop.run_in_executor(worker, produce)
         try:
             while (event := await queue.get()) is not _END:
+                event = pending.finish_event(event)
+                if pending.records:  # the final event: recorded before the caller sees it
+                    records, pending.records = pending.records, []
+                    await record(records)
                 yield (prefix + json.dumps(event, separators=(",", ":")) + end).encode()
         finally:
             cancelled.set()  # the client went away: stop generating for it
 
-    return StreamingResponse(lines(), media_type=media_type)
+    return StreamingResponse(lines(), media_type=media_type, headers=pending.headers())
 
 
 def pick_device(choice: str = "auto") -> str:

@@ -53,6 +53,11 @@ Keys, defaults and meaning (also the `cdk.json` defaults):
   average model latency that raises the latency alarm
 - `genkiln:alarmEmail` = `""`:
   address subscribed to the alarm topic (none when empty)
+- `genkiln:feedbackCapture` = `false`:
+  the endpoint records every generation and people's feedback under the capture
+  bucket's `feedback/` prefix (KMS), where refinement jobs read them; the container then
+  needs S3, so the model runs without network isolation (in the VPC, S3 is reached
+  through the gateway endpoint only). Off: the endpoint is isolated and records nothing
 """
 
 from __future__ import annotations
@@ -101,6 +106,7 @@ class Settings:
     data_capture_percent: int = 100  # share of requests and responses captured
     latency_alarm_ms: int = 2000  # average ModelLatency that raises the alarm
     alarm_email: str = ""  # subscribed to the alarm topic when set
+    feedback_capture: bool = False  # the endpoint writes generations and feedback to S3
 
     @property
     def serving(self) -> bool:

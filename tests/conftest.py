@@ -37,6 +37,10 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory,
                     monkeypatch: pytest.MonkeyPatch) -> None:
     # Keep the bundled-corpus cache out of the user's home, shared across the session.
     monkeypatch.setenv("GENKILN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    # Servers started by tests record their generations here, not in the system's temp.
+    monkeypatch.setenv("GENKILN_FEEDBACK_DIR", str(tmp_path_factory.getbasetemp() / "feedback"))
+    monkeypatch.delenv("GENKILN_FEEDBACK_URI", raising=False)
+    monkeypatch.delenv("GENKILN_FEEDBACK", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -30,3 +30,13 @@ GENKILN_MAX_REQUEST_BYTES = "GENKILN_MAX_REQUEST_BYTES"
 GENKILN_NUM_THREADS = "GENKILN_NUM_THREADS"
 #: Log level for the server and training ("INFO" by default).
 GENKILN_LOG_LEVEL = "GENKILN_LOG_LEVEL"
+
+# --- feedback capture (inference/feedback_store.py) ---
+#: "off" records nothing; anything else (or unset) records generations and feedback.
+GENKILN_FEEDBACK = "GENKILN_FEEDBACK"
+#: s3://bucket/prefix/ of the store in AWS (the capture bucket's feedback/ prefix).
+GENKILN_FEEDBACK_URI = "GENKILN_FEEDBACK_URI"
+#: KMS key (id or ARN) that encrypts records written to GENKILN_FEEDBACK_URI.
+GENKILN_FEEDBACK_KMS_KEY_ID = "GENKILN_FEEDBACK_KMS_KEY_ID"
+#: A local store directory, when GENKILN_FEEDBACK_URI is unset (default: a temp folder).
+GENKILN_FEEDBACK_DIR = "GENKILN_FEEDBACK_DIR"

@@ -36,7 +36,8 @@ class Capacity:
 class ModelEndpoint(Construct):
     """Model → endpoint config → endpoint, with network isolation and KMS everywhere.
 
-    Requests and responses are captured (KMS-encrypted) under `capture_uri`; an
+    Requests and responses are captured (KMS-encrypted) under `capture_uri`; with
+    `feedback_uri`, the server records generations and feedback there itself; an
     asynchronous endpoint reads requests and writes results under `async_output_uri`.
     Serverless endpoints take neither a volume key nor data capture (SageMaker rejects
     both there), so those two settings only apply to instance-backed kinds.
@@ -46,14 +47,22 @@ class ModelEndpoint(Construct):
                  role: iam.IRole, key: kms.IKey, source: ModelSource, capacity: Capacity,
                  capture_uri: str, capture_percent: int, async_output_uri: str,
                  async_failure_uri: str, subnet_ids: list[str] | None = None,
-                 security_group_ids: list[str] | None = None) -> None:
+                 security_group_ids: list[str] | None = None,
+                 feedback_uri: str | None = None) -> None:
         super().__init__(scope, construct_id)
+        # The names of inference.feedback_store's variables (infra imports no app code).
+        if feedback_uri:
+            environment = {"GENKILN_FEEDBACK_URI": feedback_uri,
+                           "GENKILN_FEEDBACK_KMS_KEY_ID": key.key_arn}
+        else:
+            environment = {"GENKILN_FEEDBACK": "off"}
         if source.model_package_arn:
             container = sagemaker.CfnModel.ContainerDefinitionProperty(
-                model_package_name=source.model_package_arn)
+                model_package_name=source.model_package_arn, environment=environment)
         else:
             container = sagemaker.CfnModel.ContainerDefinitionProperty(
-                image=source.image_uri, model_data_url=source.model_artifact)
+                image=source.image_uri, model_data_url=source.model_artifact,
+                environment=environment)
         vpc = (sagemaker.CfnModel.VpcConfigProperty(
             subnets=subnet_ids, security_group_ids=security_group_ids or [])
             if subnet_ids else None)
@@ -61,8 +70,9 @@ class ModelEndpoint(Construct):
             self, "Model",
             execution_role_arn=role.role_arn,
             primary_container=container,
-            # The serving container needs no network: the model is unpacked for it.
-            enable_network_isolation=True,
+            # The serving container needs no network (the model is unpacked for it)
+            # unless it writes feedback records to S3 itself.
+            enable_network_isolation=not feedback_uri,
             vpc_config=vpc,
         )
         self.model.node.add_dependency(role)

@@ -44,6 +44,8 @@ class ServingStack(Stack):
             subnet_ids=network.subnet_ids if network else None,
             security_group_ids=([network.security_group.security_group_id]
                                 if network else None),
+            feedback_uri=(f"s3://{storage.capture.bucket_name}/{layout.FEEDBACK}"
+                          if settings.feedback_capture else None),
         )
         # Serverless endpoints scale themselves (up to their concurrency limit).
         self.scaling = None

@@ -43,6 +43,7 @@ class TrainingStack(Stack):
         execution.allow_write(storage.artifacts, prefix=layout.ASYNC_RESULTS)
         execution.allow_write(storage.capture, prefix=layout.CAPTURE)
         execution.allow_read(storage.capture, prefix=layout.FEEDBACK)
+        execution.allow_write(storage.capture, prefix=layout.FEEDBACK)  # the endpoint's records
         execution.allow_read(storage.capture, prefix=layout.ASYNC_REQUESTS)
         execution.allow_key_use(key)
         execution.allow_image_pull(self.image.repository)

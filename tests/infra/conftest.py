@@ -49,9 +49,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # dev, asynchronous endpoint on a registered package, allowed to scale to zero.
     "async": {"genkiln:modelPackageArn": MODEL_PACKAGE, "genkiln:endpointKind": "async",
               "genkiln:minInstances": 0, "genkiln:maxInstances": 3},
-    # dev, real-time endpoint (night-time cap applies).
+    # dev, real-time endpoint (night-time cap applies), recording feedback to S3.
     "realtime": {"genkiln:modelArtifact": MODEL_ARTIFACT, "genkiln:minInstances": 1,
-                 "genkiln:maxInstances": 4},
+                 "genkiln:maxInstances": 4, "genkiln:feedbackCapture": True},
     # dev, serverless endpoint.
     "serverless": {"genkiln:modelArtifact": MODEL_ARTIFACT,
                    "genkiln:endpointKind": "serverless",

@@ -129,3 +129,23 @@ def test_serverless_endpoint_has_no_instances_to_scale(
         "KmsKeyId": Match.absent(), "DataCaptureConfig": Match.absent()})
     template.resource_count_is("AWS::ApplicationAutoScaling::ScalableTarget", 0)
     template.resource_count_is("AWS::CloudWatch::Alarm", 2)
+
+
+def test_an_endpoint_records_nothing_unless_feedback_capture_is_on(prod_serving: Any) -> None:
+    prod_serving.has_resource_properties("AWS::SageMaker::Model", {
+        "EnableNetworkIsolation": True,
+        "PrimaryContainer": {"Environment": {"GENKILN_FEEDBACK": "off"}}})
+
+
+def test_feedback_capture_writes_to_the_feedback_prefix_with_the_project_key(
+        assemblies: dict[str, Assembly]) -> None:
+    template = assemblies["realtime"].template("serving")
+    key = {"Fn::ImportValue": Match.string_like_regexp("genkiln-dev-data:.*ProjectKey")}
+    template.has_resource_properties("AWS::SageMaker::Model", {
+        # The server writes to S3 itself, which an isolated container cannot.
+        "EnableNetworkIsolation": False,
+        "PrimaryContainer": {"Environment": {
+            "GENKILN_FEEDBACK_URI": {"Fn::Join": ["", Match.array_with([
+                "s3://", {"Fn::ImportValue": Match.string_like_regexp("Capture")},
+                "/feedback/"])]},
+            "GENKILN_FEEDBACK_KMS_KEY_ID": key}}})

@@ -164,3 +164,15 @@ def test_image_asset_builds_the_root_dockerfile_without_local_clutter(
         assert not (context / clutter).exists(), clutter
     assert not list(Path(context).rglob("__pycache__"))
     assert manifest  # the assembly is complete
+
+
+def test_the_execution_role_writes_and_reads_feedback_records(default: Assembly) -> None:
+    """The endpoint writes generations and judgements; refinement jobs read them."""
+    actions_on_feedback: set[str] = set()
+    for statement in our_statements(default):
+        for resource in as_list(statement["Resource"]):
+            if isinstance(resource, dict) and resource.get("Fn::Join", [None, [""]])[1][-1] \
+                    == "/feedback/*":
+                actions_on_feedback |= set(as_list(statement["Action"]))
+    assert {"s3:PutObject", "s3:GetObject"} <= actions_on_feedback
+    assert "s3:DeleteObject" not in actions_on_feedback

@@ -123,7 +123,9 @@ def test_continue_a_melody(melody_client: TestClient) -> None:
     assert 1 <= len(body["notes"]) <= 12 and body["seed"] == 4
     midi_notes = parse_midi(base64.b64decode(body["midi"]))
     assert [n.pitch for n in midi_notes[:5]] == C_MAJOR[:5]
-    assert post(melody_client, payload).json() == body  # same seed, same melody
+    again = post(melody_client, payload).json()
+    assert again.pop("generation_id") != body.pop("generation_id")  # each one is named
+    assert again == body  # same seed, same melody
 
 
 def test_continue_a_midi_primer_as_midi(melody_client: TestClient) -> None:

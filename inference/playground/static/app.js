@@ -1,0 +1,189 @@
+// The playground page: ask the model (through this playground's /api), show the answer as
+// it streams, keep the latest two generations and send judgements about them.
+(function () {
+  "use strict";
+  const $ = id => document.getElementById(id);
+  // What a test (or a curious person in the console) can read: every generation so far,
+  // and the output's length after each chunk of a stream was shown.
+  const state = window.playground = {
+    info: null, hints: {}, generations: [], streamLog: [], busy: false, midi: null, audio: null,
+  };
+
+  function status(text, isError) {
+    $("status").textContent = text;
+    $("status").className = isError ? "error" : "";
+  }
+
+  function newSeed() {  // a fresh seed that survives a JSON round trip through JavaScript
+    const words = new Uint32Array(2);
+    crypto.getRandomValues(words);
+    return (words[0] & 0x1fffff) * 4294967296 + words[1];
+  }
+
+  function latest(back) { return state.generations[state.generations.length - 1 - (back || 0)]; }
+
+  function refreshButtons() {
+    const ready = state.info !== null && !state.busy;
+    $("generate").disabled = !ready;
+    $("regenerate").disabled = !ready || !latest();
+    const canJudge = !state.busy && state.info && state.info.feedback && state.info.feedback.enabled;
+    $("better").disabled = $("worse").disabled = !(canJudge && latest(1));
+    $("thumbs-up").disabled = $("thumbs-down").disabled = !(canJudge && latest());
+  }
+
+  async function loadInfo() {
+    try {
+      const res = await fetch("/api/info");
+      const info = await res.json();
+      if (!res.ok) throw new Error(info.error || res.statusText);
+      state.info = info;
+      state.hints = info.playground || {};
+      $("model").textContent = `${info.family} · ${info.modality}` +
+        (info.feedback && info.feedback.enabled ? " · feedback recorded" : " · feedback off");
+      $("text-input").hidden = state.hints.input !== "text";
+      $("midi-input").hidden = state.hints.input !== "midi";
+      $("template").value = JSON.stringify(state.hints.template || {}, null, 2);
+    } catch (err) {
+      $("model").textContent = "the model is not reachable: " + err.message;
+    }
+    refreshButtons();
+  }
+
+  function template() {
+    const text = $("template").value.trim();
+    if (!text) return undefined;
+    try { return JSON.parse(text); } catch (err) { throw new Error("the request template is not JSON: " + err.message); }
+  }
+
+  function showOutput(output) {
+    $("image").hidden = true;
+    $("midi-output").hidden = true;
+    if (output.text !== undefined) { $("output").textContent = output.text; return; }
+    $("output").textContent = "";
+    if (output.png_base64) {
+      $("image").src = "data:image/png;base64," + output.png_base64;
+      $("image").hidden = false;
+    } else if (output.midi_base64) {
+      const song = GenkilnMidi.parse(Uint8Array.from(atob(output.midi_base64), c => c.charCodeAt(0)));
+      state.outputSong = song;
+      $("midi-output").hidden = false;
+      GenkilnMidi.drawRoll($("roll"), song.notes, song.duration);
+      $("output").textContent = `${song.notes.length} notes, ${song.duration.toFixed(1)} s`;
+    } else {
+      $("output").textContent = JSON.stringify(output.json !== undefined ? output.json : output, null, 2);
+    }
+  }
+
+  async function generate(seed) {
+    if (state.busy) return;
+    let body;
+    try {
+      body = {prompt: $("prompt").value, seed, request: template()};
+      if (state.hints.input === "midi" && state.midi) body.midi_base64 = state.midi;
+    } catch (err) { status(err.message, true); return; }
+    state.busy = true;
+    state.streamLog = [];
+    refreshButtons();
+    status("generating…");
+    $("output").textContent = "";
+    $("meta").textContent = "";
+    let done = null;
+    try {
+      const res = await fetch("/api/generate", {
+        method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+      if (!res.ok) throw new Error((await res.json()).error || res.statusText);
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      let pending = "";
+      for (;;) {
+        const {value, done: ended} = await reader.read();
+        if (value) pending += decoder.decode(value, {stream: true});
+        const lines = pending.split("\n");
+        pending = lines.pop();
+        for (const line of lines) {
+          if (!line.trim()) continue;
+          const event = JSON.parse(line);
+          if (event.type === "token") $("output").textContent += event.text;
+          else if (event.type === "done") done = event;
+          else if (event.type === "error") throw new Error(event.error);
+        }
+        state.streamLog.push({length: $("output").textContent.length, done: done !== null});
+        if (ended) break;
+      }
+      if (!done) throw new Error("the answer ended early");
+      showOutput(done.output);
+      const generation = {id: done.generation_id, seed: done.seed, output: done.output};
+      state.generations.push(generation);
+      $("meta").textContent = `generation ${generation.id} · seed ${generation.seed}`;
+      const item = document.createElement("li");
+      item.textContent = `${generation.id} (seed ${generation.seed})`;
+      $("history").prepend(item);
+      status("done");
+    } catch (err) {
+      status(err.message, true);
+    } finally {
+      state.busy = false;
+      refreshButtons();
+    }
+  }
+
+  async function sendFeedback(feedback) {
+    const comment = $("comment").value.trim();
+    if (comment) feedback.comment = comment;
+    try {
+      const res = await fetch("/api/feedback", {
+        method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(feedback)});
+      const answer = await res.json();
+      if (!res.ok) throw new Error(answer.error || res.statusText);
+      state.lastFeedback = answer.feedback;
+      status(`recorded ${answer.feedback.feedback_id}`);
+      $("comment").value = "";
+    } catch (err) {
+      status("feedback not recorded: " + err.message, true);
+    }
+  }
+
+  function prefer(latestIsBetter) {
+    const a = latest(), b = latest(1);
+    if (!a || !b) return;
+    sendFeedback(latestIsBetter ? {chosen: a.id, rejected: b.id} : {chosen: b.id, rejected: a.id});
+  }
+
+  function playSong(song) {
+    if (state.audio) state.audio.stop();
+    state.audio = GenkilnMidi.play(song.notes);
+    $("stop-audio").hidden = false;
+  }
+
+  $("generate").addEventListener("click", () => generate(newSeed()));
+  $("regenerate").addEventListener("click", () => generate(newSeed()));
+  $("better").addEventListener("click", () => prefer(true));
+  $("worse").addEventListener("click", () => prefer(false));
+  $("thumbs-up").addEventListener("click", () => sendFeedback({generation_id: latest().id, rating: 5}));
+  $("thumbs-down").addEventListener("click", () => sendFeedback({generation_id: latest().id, rating: 1}));
+  $("play-output").addEventListener("click", () => state.outputSong && playSong(state.outputSong));
+  $("play-upload").addEventListener("click", () => state.uploadSong && playSong(state.uploadSong));
+  $("stop-audio").addEventListener("click", () => {
+    if (state.audio) state.audio.stop();
+    state.audio = null;
+    $("stop-audio").hidden = true;
+  });
+  $("prompt").addEventListener("keydown", e => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate(newSeed());
+  });
+  $("midi-file").addEventListener("change", async () => {
+    const file = $("midi-file").files[0];
+    if (!file) return;
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    try {
+      state.uploadSong = GenkilnMidi.parse(bytes);
+    } catch (err) { status(`${file.name}: ${err.message}`, true); return; }
+    let binary = "";
+    for (const b of bytes) binary += String.fromCharCode(b);
+    state.midi = btoa(binary);
+    $("play-upload").disabled = false;
+    status(`${file.name}: ${state.uploadSong.notes.length} notes`);
+  });
+
+  loadInfo();
+})();

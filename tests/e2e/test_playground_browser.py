@@ -1,0 +1,204 @@
+"""The playground in a real headless Chromium, in front of the real server and a tiny
+trained Transformer: type a prompt, watch it stream, regenerate, click Better, and find
+the preference in the feedback store.
+
+Needs Debian's `chromium` and `chromium-driver` (`bash .ci/setup-browser.sh`) and the
+`selenium` package (the dev extra). Without them the test is skipped locally; in CI
+(CI=true) it fails instead, since CI installs them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TINY
+from tests.e2e.test_train_serve import GENKILN, free_port
+from training.feedback import read_feedback
+from training.local import emulate_opt_ml
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+# Without these, Chromium keeps reaching for the (closed) network.
+QUIET_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+               "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync",
+               "--disable-dev-shm-usage", "--window-size=1200,900"]
+
+
+def _browser_missing() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        return "chromium and chromedriver are not installed (bash .ci/setup-browser.sh)"
+    return None
+
+
+missing = _browser_missing()
+if missing and os.environ.get("CI", "").lower() == "true":
+    raise RuntimeError(f"the browser test must run in CI: {missing}")
+pytestmark = pytest.mark.skipif(missing is not None, reason=missing or "")
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"waited {timeout:g} s for {what}"
+        time.sleep(0.05)
+
+
+def start(command: list[str], env: dict[str, str], url: str
+          ) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+
+    def up() -> bool:
+        assert process.poll() is None, f"{' '.join(command)} exited with {process.returncode}"
+        try:
+            import httpx
+
+            return httpx.get(url, timeout=2).status_code == 200
+        except Exception:
+            return False
+
+    wait_for(up, f"{url} to answer")
+    return process
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory, text_dir: Path) -> Path:
+    """The tiny Transformer with room for a longer answer, so a stream has many tokens."""
+    from training.entry import run_training
+
+    opt_ml = emulate_opt_ml(tmp_path_factory.mktemp("opt_ml_playground"),
+                            hyperparameters={**TINY, "block_size": "128",
+                                             "val_fraction": "0.4"}, data=text_dir)
+    assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
+    return opt_ml.model_dir
+
+
+@pytest.fixture(scope="module")
+def playground(artifact: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[str, Path]]:
+    store = tmp_path_factory.mktemp("store")
+    env = {**os.environ, "GENKILN_FEEDBACK_DIR": str(store), "GENKILN_LOG_LEVEL": "WARNING"}
+    server_port, page_port = free_port(), free_port()
+    processes = []
+    try:
+        processes.append(start([*GENKILN, "serve", str(artifact), "--port", str(server_port)],
+                               env, f"http://127.0.0.1:{server_port}/ping"))
+        processes.append(start([*GENKILN, "playground", "--url",
+                                f"http://127.0.0.1:{server_port}", "--port", str(page_port)],
+                               env, f"http://127.0.0.1:{page_port}/"))
+        yield f"http://127.0.0.1:{page_port}/", store
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in QUIET_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)),
+                              options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_prompt_stream_regenerate_and_prefer_in_a_real_browser(
+        playground: tuple[str, Path], browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, store = playground
+    browser.get(url)
+    button = browser.find_element(By.ID, "generate")
+    wait_for(button.is_enabled, "the page to load the model's description")
+    assert "transformer" in browser.find_element(By.ID, "model").text
+    browser.find_element(By.ID, "prompt").send_keys("Beautiful is better")
+
+    def generations() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = browser.execute_script(
+            "return window.playground.generations")
+        return found
+
+    # Deliver the answer at a modem's pace, so that a busy machine cannot hand the
+    # browser the whole stream in one read: each token then arrives as its own chunk.
+    browser.set_network_conditions(latency=0, download_throughput=4096,
+                                   upload_throughput=1 << 20)
+    # Count what the page showed after each chunk of the stream.
+    button.click()
+    first = wait_for(lambda: generations()[:1], "the first generation")[0]
+    log = browser.execute_script("return window.playground.streamLog")
+    text = browser.find_element(By.ID, "output").text
+    assert text and text == first["output"]["text"].strip()
+    lengths = [entry["length"] for entry in log]
+    assert lengths == sorted(lengths), "the output only grows while it streams"
+    partial = {entry["length"] for entry in log
+               if not entry["done"] and 0 < entry["length"] < lengths[-1]}
+    assert len(partial) >= 2, f"tokens did not appear as they arrived: {log}"
+
+    browser.find_element(By.ID, "regenerate").click()
+    wait_for(lambda: len(generations()) == 2, "the regenerated output")
+    first, second = generations()
+    assert first["seed"] != second["seed"]
+    assert first["id"] != second["id"]
+
+    better = browser.find_element(By.ID, "better")
+    wait_for(better.is_enabled, "Better to be enabled")
+    better.click()
+    status = wait_for(lambda: "recorded" in (s := browser.find_element(By.ID, "status").text)
+                      and s, "the feedback to be recorded")
+
+    stored = read_feedback(store)
+    [judgement] = stored.feedback
+    assert status == f"recorded {judgement.feedback_id}"
+    assert (judgement.chosen, judgement.rejected) == (second["id"], first["id"])
+    [(chosen, rejected)] = stored.preferences()
+    assert chosen.output["text"] == second["output"]["text"]
+    assert rejected.inputs == "Beautiful is better"
+    assert rejected.parameters["seed"] == first["seed"]
+
+
+def test_the_page_reads_and_plays_midi_answers(playground: tuple[str, Path],
+                                               browser: Any) -> None:
+    """What a music family returns (a MIDI file) becomes notes in seconds for the synth."""
+    import base64
+
+    from training.data.midi import write_midi
+    from training.data.music import Note
+
+    url, _ = playground
+    browser.get(url)
+    midi = write_midi([Note(60, 1.0), Note(None, 0.5), Note(64, 0.5), Note(67, 2.0)],
+                      tempo_bpm=120, program=0)
+    song = browser.execute_script(
+        "const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));"
+        "const song = GenkilnMidi.parse(bytes);"
+        "GenkilnMidi.play(song.notes).stop();"  # schedules WebAudio voices, then stops
+        "return song;", base64.b64encode(midi).decode())
+    # 120 beats a minute: a quarter note lasts half a second.
+    assert [(n["pitch"], n["start"], n["end"]) for n in song["notes"]] == [
+        (60, 0.0, 0.5), (64, 0.75, 1.0), (67, 1.0, 2.0)]
+    assert song["duration"] == 2.0
