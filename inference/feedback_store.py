@@ -32,11 +32,11 @@ from training.feedback import (
     FeedbackRecord,
     GenerationRecord,
     LocalFeedbackStore,
-    _same_record,
     check_id,
     encode,
     generation_from_json,
     record_key,
+    same_record,
 )
 
 log = logging.getLogger("genkiln.feedback")
@@ -96,7 +96,7 @@ class S3FeedbackStore:
             if code not in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
                 raise
         stored = self._get(key)
-        if stored is not None and _same_record(stored, body):
+        if stored is not None and same_record(stored, body):
             return False
         raise FeedbackConflict(f"{key} already holds a different record; use a new id")
 

@@ -130,7 +130,7 @@ def encode(record: GenerationRecord | FeedbackRecord) -> bytes:
     return json.dumps(asdict(record), sort_keys=True, separators=(",", ":")).encode()
 
 
-def _same_record(stored: bytes, new: bytes) -> bool:
+def same_record(stored: bytes, new: bytes) -> bool:
     """Equal apart from `created`: a retry of a request is the same record."""
     a, b = json.loads(stored), json.loads(new)
     a.pop("created", None)
@@ -157,7 +157,7 @@ class LocalFeedbackStore:
         body = encode(record)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
-            if _same_record(path.read_bytes(), body):
+            if same_record(path.read_bytes(), body):
                 return False
             raise FeedbackConflict(f"{record_key(record)} already holds a different record; "
                                    f"use a new id")
@@ -171,7 +171,7 @@ class LocalFeedbackStore:
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                if _same_record(path.read_bytes(), body):
+                if same_record(path.read_bytes(), body):
                     return False
                 raise FeedbackConflict(f"{record_key(record)} already holds a different "
                                        f"record; use a new id") from None
