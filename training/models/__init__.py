@@ -21,6 +21,10 @@ class Family:
     #: Defaults of the shared training settings (TrainConfig) that suit this family better
     #: than TrainConfig's own, as hyperparameter strings; anything the user sets wins.
     train_defaults: dict[str, str] = field(default_factory=dict)
+    #: Whether the family trains data-parallel over several processes; when it can't,
+    #: why (said in the error a multi-process run gets).
+    data_parallel: bool = True
+    data_parallel_note: str = ""
 
     @property
     def config_cls(self) -> type:
@@ -113,6 +117,9 @@ FAMILIES: dict[str, Family] = {
                             "min_learning_rate": "0.005", "batch_size": "10",
                             "max_steps": "10000", "grad_clip": "0", "eval_interval": "5000",
                             "log_interval": "1000"},
+            data_parallel=False,
+            data_parallel_note="persistent contrastive divergence carries one set of Gibbs "
+                               "chains and their random state from step to step",
         ),
         Family(
             name="autoencoder",
