@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 import torch
-
 from safetensors.torch import load_file
 
 from tests.conftest import IMAGE_TINY
 from tests.unit.test_rnn import TINY_RNN, melody
-from training.data.midi import write_midi
 from training.config import TrainConfig
+from training.data.midi import write_midi
 from training.hyperparameters import build
 from training.loop import Stopped, fit, run_fingerprint
 from training.models import get_family
