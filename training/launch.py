@@ -189,6 +189,8 @@ def data_source(text: str) -> Path | str:
 
 
 def _launch_training(args: argparse.Namespace, hyperparameters: Mapping[str, str]) -> int:
+    from training.models import get_family
+
     channels = {name: str(getattr(args, flag)) for name, flag in CHANNEL_FLAGS.items()
                 if getattr(args, flag, None)}
     launch = TrainingLaunch(
@@ -208,6 +210,10 @@ def _launch_training(args: argparse.Namespace, hyperparameters: Mapping[str, str
     )
     if launch.tune_jobs and args.mode != "sagemaker":
         raise ValueError("--tune starts a SageMaker tuning job: use it with --mode sagemaker")
+    family = get_family(launch.family)
+    if launch.instance_count > 1 and not family.data_parallel:
+        raise ValueError(f"the {family.name} family trains on one process only "
+                         f"({family.data_parallel_note}); use --instance-count 1")
     if args.mode == "container":
         image = args.image or os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
         model_dir = Path(getattr(args, "model_dir", None) or DEFAULT_MODEL_DIR)
@@ -486,7 +492,7 @@ def tune_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: A
     if not launch.instance_type or launch.instance_type.startswith("local"):
         raise ValueError("sagemaker mode needs --instance-type, e.g. ml.m5.xlarge or ml.g5.xlarge")
     family = get_family(launch.family)
-    name = tuning.job_name(launch.job_name or f"genkiln-{launch.family}")
+    name = tuning.job_name(launch.base_job_name())
     max_wait, checkpoint_uri = _spot_settings(launch, targets, name)
     static = {"family": launch.family, **launch.hyperparameters}
     ranges = tuning.check(family.tuning, static, max_jobs=launch.tune_jobs,

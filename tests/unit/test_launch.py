@@ -411,3 +411,14 @@ def test_a_tuning_job_with_nothing_left_to_tune_is_refused(
     assert status == 1
     assert "leave at least one unset to tune it" in capsys.readouterr().err
     assert not [op for op, _ in aws if op.startswith("Create")]
+
+
+def test_rbm_on_several_instances_is_refused_before_any_request(
+        aws, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main([
+        "train", "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
+        "--instance-type", "ml.m5.xlarge", "--instance-count", "2", "--family", "rbm",
+    ])
+    assert status == 1
+    assert "the rbm family trains on one process only" in capsys.readouterr().err
+    assert not [op for op, _ in aws if op.startswith("Create")]
