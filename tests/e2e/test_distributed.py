@@ -127,6 +127,21 @@ def test_a_batch_that_does_not_split_is_refused(tmp_path: Path, text_dir: Path) 
     assert list(opt_ml.model_dir.iterdir()) == []
 
 
+def test_a_worker_that_fails_on_bad_data_fails_the_job_once(tmp_path: Path,
+                                                             text_dir: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in text_dir.iterdir():
+        (data / path.name).write_bytes(path.read_bytes())
+    (data / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    opt_ml = emulate_opt_ml(tmp_path / "opt_ml", data=data, hyperparameters={
+        **TINY, "processes_per_host": "2"})
+    assert run_training(opt_ml) == EXIT_BAD_INPUT  # every worker's reason, the job's
+    reason = opt_ml.failure_path.read_text()
+    assert "latin1.txt is not UTF-8 text" in reason and reason.count("\n") == 1
+    assert list(opt_ml.model_dir.iterdir()) == []
+
+
 def test_rbm_refuses_several_processes(tmp_path: Path) -> None:
     opt_ml = emulate_opt_ml(tmp_path, hyperparameters={
         **IMAGE_TINY["rbm"], "processes_per_host": "2"})
