@@ -118,6 +118,19 @@ def test_two_processes_resume_exactly_after_sigterm(two_processes: Path, tmp_pat
         assert torch.equal(tensor, resumed[name]), name
 
 
+def test_image_families_shard_the_same_batches(tmp_path: Path, digits_dir: Path) -> None:
+    """The image recipes' base shards batches as the sequence one does: the (noise-free)
+    autoencoder ends at the one-process weights; its artifact is written once."""
+    weights = {}
+    for processes in ("1", "2"):
+        opt_ml = emulate_opt_ml(tmp_path / processes, data=digits_dir, hyperparameters={
+            **IMAGE_TINY["autoencoder"], "processes_per_host": processes})
+        assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
+        weights[processes] = load_file(str(opt_ml.model_dir / "model.safetensors"))
+    for name, tensor in weights["1"].items():
+        torch.testing.assert_close(weights["2"][name], tensor, rtol=0, atol=1e-6)
+
+
 def test_a_batch_that_does_not_split_is_refused(tmp_path: Path, text_dir: Path) -> None:
     opt_ml = emulate_opt_ml(tmp_path, data=text_dir, hyperparameters={
         **TINY, "batch_size": "5", "processes_per_host": "2"})
