@@ -8,7 +8,10 @@ the step reached. Tensors go to safetensors and the rest to JSON: nothing is unp
 when a job resumes, so a checkpoint can't run code.
 
 A recipe names what to save with `state_objects()`: a map of names to modules,
-optimizers and `torch.Generator`s.
+optimizers and `torch.Generator`s. The learning-rate schedule is a function of the step,
+so the step is its state. In a data-parallel run rank 0 writes the checkpoint, holding
+every rank's torch random state (each rank draws its own dropout masks and noise), and
+every rank reads it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from training import distributed
 
 TENSORS = "checkpoint.safetensors"
 META = "checkpoint.json"
@@ -67,11 +72,30 @@ def _restore_optimizer(name: str, optimizer: torch.optim.Optimizer,
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def rank_rng_states() -> dict[str, torch.Tensor]:
+    """Every rank's torch random states, by checkpoint key; empty on one process.
+
+    A collective: every rank of a data-parallel world must call it at the same step.
+    """
+    world = distributed.current()
+    if not world.active:
+        return {}
+    out = {f"torch/rng/rank{r}": t for r, t in enumerate(distributed.gather(
+        torch.get_rng_state()))}
+    if world.device.type == "cuda":
+        out.update({f"torch/cuda_rng/rank{r}": t for r, t in enumerate(distributed.gather(
+            torch.cuda.get_rng_state(world.device)))})
+    return out
+
+
 def save(directory: Path, *, step: int, objects: Mapping[str, Stateful],
-         config_fingerprint: str) -> None:
-    """Write a checkpoint atomically: a crash mid-write leaves the previous one intact."""
+         config_fingerprint: str, rank_rng: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Write a checkpoint atomically: a crash mid-write leaves the previous one intact.
+
+    ``rank_rng`` (from `rank_rng_states`) adds the random states of a data-parallel run's
+    ranks."""
     directory.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {"torch/rng": torch.get_rng_state()}
+    tensors: dict[str, torch.Tensor] = {"torch/rng": torch.get_rng_state(), **(rank_rng or {})}
     if torch.cuda.is_available():
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"torch/cuda_rng/{i}"] = rng
@@ -102,8 +126,12 @@ def save(directory: Path, *, step: int, objects: Mapping[str, Stateful],
 
 
 def restore(directory: Path, *, objects: Mapping[str, Stateful],
-            config_fingerprint: str) -> int | None:
-    """Load the checkpoint in ``directory`` into ``objects``; return its step, or None."""
+            config_fingerprint: str, rank: int = 0) -> int | None:
+    """Load the checkpoint in ``directory`` into ``objects``; return its step, or None.
+
+    Rank ``rank`` of a data-parallel run takes its own random state when the checkpoint
+    holds one (it does not when an earlier run had fewer processes: then it keeps its own).
+    """
     meta_path, tensor_path = directory / META, directory / TENSORS
     if not meta_path.exists():
         return None
@@ -137,9 +165,17 @@ def restore(directory: Path, *, objects: Mapping[str, Stateful],
         else:
             raise CheckpointError(f"{meta_path} has no {name!r} of the right kind; delete "
                                   f"the checkpoint to start over")
-    torch.set_rng_state(tensors["torch/rng"])
+    if rank == 0:
+        torch.set_rng_state(tensors["torch/rng"])
+    elif f"torch/rng/rank{rank}" in tensors:
+        torch.set_rng_state(tensors[f"torch/rng/rank{rank}"])
     if torch.cuda.is_available():
-        cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch/cuda_rng/")]
-        if cuda:
-            torch.cuda.set_rng_state_all(cuda)
+        own = tensors.get(f"torch/cuda_rng/rank{rank}")
+        if own is not None:
+            torch.cuda.set_rng_state(own, distributed.current().device)
+        elif rank == 0:
+            cuda = [tensors[f"torch/cuda_rng/{i}"] for i in range(torch.cuda.device_count())
+                    if f"torch/cuda_rng/{i}" in tensors]
+            if cuda:
+                torch.cuda.set_rng_state_all(cuda)
     return int(meta["step"])

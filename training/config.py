@@ -27,6 +27,8 @@ class TrainConfig:
     val_fraction: float = 0.05  # share of documents held out when there is no validation channel
     text_key: str = "text"  # field that holds the text in .jsonl records
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto picks cuda when present
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # bf16 autocast; auto: bf16 on CUDA only
+    processes_per_host: int = 1  # data-parallel training processes per host; 0: one per GPU
 
     def validate(self) -> None:
         require(self.max_steps >= 1, "max_steps", "must be at least 1")
@@ -42,4 +44,6 @@ class TrainConfig:
         require(self.eval_batches >= 1, "eval_batches", "must be at least 1")
         require(self.log_interval >= 1, "log_interval", "must be at least 1")
         require(self.checkpoint_interval >= 1, "checkpoint_interval", "must be at least 1")
+        require(self.processes_per_host >= 0, "processes_per_host",
+                "must be 0 (one per GPU) or positive")
         require(0 < self.val_fraction < 1, "val_fraction", "must be between 0 and 1")

@@ -8,27 +8,31 @@ on any failure a one-line reason in `output/failure` and a non-zero exit.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from training import distributed
 from training.artifact import ArtifactError
 from training.checkpoint import CheckpointError
 from training.config import TrainConfig
 from training.contract import ChannelError, ContractError, OptMl
 from training.data.errors import DataError
+from training.distributed import Rendezvous, World
 from training.hyperparameters import HyperparameterError, build, check_known
-from training.loop import Stopped, fit, run_fingerprint
-from training.models import get_family
+from training.loop import Stopped, fit, run_fingerprint, uses_bf16
+from training.models import Family, get_family
+from training.workers import run_workers, write_outcome
 
 log = logging.getLogger("genkiln.train")
 
@@ -63,25 +67,82 @@ def _publish(staging: Path, model_dir: Path) -> None:
         shutil.move(str(item), target)
 
 
-def train(opt_ml: OptMl, overrides: Mapping[str, str], stop: threading.Event) -> Path:
-    """Run one training job on ``opt_ml``; return the model dir holding the artifact."""
+class WorkersFailed(Exception):
+    """A training worker failed; its exit code and reason are the job's."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _settings(opt_ml: OptMl, overrides: Mapping[str, str]) -> tuple[Family, TrainConfig, Any]:
     values = {**opt_ml.hyperparameters(), **overrides}
     family = get_family(values.get("family", TrainConfig.family).strip('"'))
     values = {**family.train_defaults, **values}
     check_known(values, [TrainConfig, family.config_cls])
-    cfg = build(TrainConfig, values)
-    model_cfg: Any = build(family.config_cls, values)
+    return family, build(TrainConfig, values), build(family.config_cls, values)
+
+
+def rendezvous(opt_ml: OptMl, family: Family, cfg: TrainConfig) -> Rendezvous | None:
+    """How this host joins a data-parallel world, or None to train in this process."""
+    cluster = opt_ml.resource_config()
+    per_host = distributed.processes_per_host(cfg.processes_per_host)
+    size = len(cluster.hosts) * per_host
+    if size == 1:
+        return None
+    shape = f"{len(cluster.hosts)} host(s) x {per_host} process(es)"
+    if not family.data_parallel:
+        raise HyperparameterError(
+            f"processes_per_host: the {family.name} family trains on one process only "
+            f"({family.data_parallel_note}), not on {shape}; set processes_per_host=1 and use "
+            f"one instance")
+    if cfg.batch_size % size:
+        raise HyperparameterError(
+            f"batch_size {cfg.batch_size} does not split evenly over {size} processes "
+            f"({shape}); use a multiple of {size}")
+    if len(cluster.hosts) == 1:
+        address, port = "127.0.0.1", distributed.free_port()
+    else:
+        address = distributed.resolve(cluster.hosts[0])
+        port = int(os.environ.get("MASTER_PORT", distributed.DEFAULT_PORT))
+    return Rendezvous(host_rank=cluster.rank, hosts=len(cluster.hosts), per_host=per_host,
+                      address=address, port=port)
+
+
+def train(opt_ml: OptMl, overrides: Mapping[str, str], stop: threading.Event, *,
+          join: Rendezvous | None = None, local_rank: int = 0) -> Path:
+    """Run one training job (or one worker of it) on ``opt_ml``; return the model dir."""
+    family, cfg, model_cfg = _settings(opt_ml, overrides)
     train_dir = opt_ml.channel("train")
     validation_dir = opt_ml.channel("validation")
     device = _device(cfg.device)
-    _say(f"genkiln: training family={family.name} on {device} "
-         f"(hosts {opt_ml.resource_config().hosts})")
+    world = distributed.join(join, local_rank, device) if join else distributed.current()
+    try:
+        return _train(opt_ml, family, cfg, model_cfg, stop, world, train_dir, validation_dir)
+    finally:
+        if join:
+            distributed.leave()
 
+
+def _train(opt_ml: OptMl, family: Family, cfg: TrainConfig, model_cfg: Any,
+           stop: threading.Event, world: World, train_dir: Path | None,
+           validation_dir: Path | None) -> Path:
+    say = _say if world.is_main else _quiet
+    device = world.device if world.active else _device(cfg.device)
+    say(f"genkiln: training family={family.name} on {device} "
+        f"(hosts {opt_ml.resource_config().hosts}, {world.size} process(es), "
+        f"precision {'bf16' if uses_bf16(cfg, device) else 'fp32'})")
     recipe = family.recipe().Recipe(cfg, model_cfg, train_dir=train_dir,
-                                    validation_dir=validation_dir, device=device, log=_say)
+                                    validation_dir=validation_dir, device=device, log=say)
     checkpoints = opt_ml.checkpoint_dir if opt_ml.checkpoint_dir.is_dir() else None
-    metrics = fit(recipe, cfg, stop=stop, log=_say, checkpoints=checkpoints,
-                  fingerprint=run_fingerprint(cfg, model_cfg))
+    metrics = fit(recipe, cfg, stop=stop, log=say, checkpoints=checkpoints,
+                  fingerprint=run_fingerprint(cfg, model_cfg), device=device)
+    if not world.is_main:
+        return opt_ml.model_dir
 
     opt_ml.model_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".genkiln-staging-",
@@ -89,8 +150,51 @@ def train(opt_ml: OptMl, overrides: Mapping[str, str], stop: threading.Event) ->
         recipe.export(Path(staging), config={**asdict(cfg), **asdict(model_cfg)},
                       metrics=metrics)
         _publish(Path(staging), opt_ml.model_dir)
-    _say(f"genkiln: artifact written to {opt_ml.model_dir}")
+    say(f"genkiln: artifact written to {opt_ml.model_dir}")
     return opt_ml.model_dir
+
+
+def _outcome(work: Callable[[], object]) -> tuple[int, str]:
+    """Run ``work``, mapping every outcome to SageMaker's: an exit code and a reason."""
+    try:
+        work()
+        return 0, ""
+    except USER_ERRORS as exc:
+        _say(f"genkiln: training failed: {exc}")
+        return EXIT_BAD_INPUT, str(exc)
+    except Stopped as exc:
+        _say(f"genkiln: {exc}")
+        return EXIT_STOPPED, str(exc)
+    except WorkersFailed as exc:
+        return exc.code, str(exc)
+    except Exception as exc:  # anything else is our bug: keep the traceback in the log
+        traceback.print_exc(file=sys.stdout)
+        return EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _train_here_or_in_workers(opt_ml: OptMl, overrides: Mapping[str, str],
+                              stop: threading.Event) -> None:
+    family, cfg, _ = _settings(opt_ml, overrides)
+    join = rendezvous(opt_ml, family, cfg)
+    for channel in ("train", "validation"):  # refused here, not once per worker
+        opt_ml.channel(channel)
+    if join is None:
+        train(opt_ml, overrides, stop)
+        return
+    code, reason = run_workers(_worker, (opt_ml, dict(overrides), join), join.per_host, stop)
+    if code:
+        raise WorkersFailed(code, reason)
+
+
+def _worker(local_rank: int, results: Path, opt_ml: OptMl, overrides: dict[str, str],
+            join: Rendezvous) -> None:
+    """One spawned training process: rank ``join.host_rank * join.per_host + local_rank``."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    code, reason = _outcome(lambda: train(opt_ml, overrides, stop, join=join,
+                                          local_rank=local_rank))
+    write_outcome(results, local_rank, code, reason)
+    sys.exit(code)
 
 
 def run_training(opt_ml: OptMl, overrides: Mapping[str, str] | None = None) -> int:
@@ -101,20 +205,11 @@ def run_training(opt_ml: OptMl, overrides: Mapping[str, str] | None = None) -> i
         # PID 1 in a container ignores SIGTERM unless it installs a handler.
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        train(opt_ml, overrides or {}, stop)
-        return 0
-    except USER_ERRORS as exc:
-        opt_ml.write_failure(str(exc))
-        _say(f"genkiln: training failed: {exc}")
-        return EXIT_BAD_INPUT
-    except Stopped as exc:
-        opt_ml.write_failure(str(exc))
-        _say(f"genkiln: {exc}")
-        return EXIT_STOPPED
-    except Exception as exc:  # anything else is our bug: keep the traceback in the log
-        traceback.print_exc(file=sys.stdout)
-        opt_ml.write_failure(f"internal error: {type(exc).__name__}: {exc}")
-        return EXIT_FAILED
+        code, reason = _outcome(lambda: _train_here_or_in_workers(opt_ml, overrides or {},
+                                                                  stop))
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if code:
+        opt_ml.write_failure(reason)
+    return code

@@ -76,6 +76,9 @@ class TrainingLaunch:
     max_wait_s: int | None = None
     checkpoint_s3_uri: str | None = None
     wait: bool = True
+    # A hyperparameter tuning job of this many training jobs (0: one training job).
+    tune_jobs: int = 0
+    tune_parallel_jobs: int = 2
 
     def base_job_name(self) -> str:
         # Job names allow [a-zA-Z0-9-] and 63 characters. Two timestamps follow this base in
@@ -131,6 +134,12 @@ def add_training_launch_arguments(parser: argparse.ArgumentParser) -> None:
                             "(default with --spot: s3://ARTIFACT_BUCKET/checkpoints/JOB)")
     group.add_argument("--no-wait", dest="wait", action="store_false",
                        help="return once the job has started")
+    group.add_argument("--tune", type=int, default=0, metavar="JOBS",
+                       help="sagemaker mode: a hyperparameter tuning job of JOBS training jobs "
+                            "over the family's documented ranges (hyperparameters you set "
+                            "stay fixed)")
+    group.add_argument("--tune-parallel", type=int, default=2, metavar="JOBS",
+                       help="training jobs a tuning job runs at once (default 2)")
 
 
 def launch_training(args: argparse.Namespace, hyperparameters: Mapping[str, str]) -> int:
@@ -180,6 +189,8 @@ def data_source(text: str) -> Path | str:
 
 
 def _launch_training(args: argparse.Namespace, hyperparameters: Mapping[str, str]) -> int:
+    from training.models import get_family
+
     channels = {name: str(getattr(args, flag)) for name, flag in CHANNEL_FLAGS.items()
                 if getattr(args, flag, None)}
     launch = TrainingLaunch(
@@ -194,7 +205,15 @@ def _launch_training(args: argparse.Namespace, hyperparameters: Mapping[str, str
         max_wait_s=args.max_wait,
         checkpoint_s3_uri=args.checkpoint_s3_uri,
         wait=args.wait,
+        tune_jobs=args.tune,
+        tune_parallel_jobs=args.tune_parallel,
     )
+    if launch.tune_jobs and args.mode != "sagemaker":
+        raise ValueError("--tune starts a SageMaker tuning job: use it with --mode sagemaker")
+    family = get_family(launch.family)
+    if launch.instance_count > 1 and not family.data_parallel:
+        raise ValueError(f"the {family.name} family trains on one process only "
+                         f"({family.data_parallel_note}); use --instance-count 1")
     if args.mode == "container":
         image = args.image or os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
         model_dir = Path(getattr(args, "model_dir", None) or DEFAULT_MODEL_DIR)
@@ -204,6 +223,12 @@ def _launch_training(args: argparse.Namespace, hyperparameters: Mapping[str, str
         return 0
     if args.mode == "sagemaker":
         targets = resolve_targets(args)
+        if launch.tune_jobs:
+            name = tune_on_sagemaker(launch, targets,
+                                     session=sagemaker_sdk.aws_session(args.region))
+            print(f"tuning job: {name} (aws sagemaker describe-hyper-parameter-tuning-job "
+                  f"--hyper-parameter-tuning-job-name {name})")
+            return 0
         job = train_on_sagemaker(launch, targets, session=sagemaker_sdk.aws_session(args.region))
         print(f"training job: {job.name} ({job.status})")
         if job.model_s3_uri:
@@ -393,18 +418,9 @@ def train_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: 
     if not launch.instance_type or launch.instance_type.startswith("local"):
         raise ValueError("sagemaker mode needs --instance-type, e.g. ml.m5.xlarge or ml.g5.xlarge")
     run_id = f"{launch.base_job_name()}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    stopping = StoppingCondition(max_runtime_in_seconds=launch.max_run_s)
-    checkpoint_uri = launch.checkpoint_s3_uri
-    if launch.spot:
-        max_wait = launch.max_wait_s or 2 * launch.max_run_s
-        if max_wait < launch.max_run_s:
-            raise ValueError(f"--max-wait ({max_wait} s) must be at least --max-run "
-                             f"({launch.max_run_s} s)")
-        stopping = StoppingCondition(max_runtime_in_seconds=launch.max_run_s,
-                                     max_wait_time_in_seconds=max_wait)
-        # A spot job restarts after an interruption; without checkpoints it starts over.
-        checkpoint_uri = checkpoint_uri or (
-            f"s3://{targets.artifact_bucket}/{layout.CHECKPOINTS}{run_id}")
+    max_wait, checkpoint_uri = _spot_settings(launch, targets, run_id)
+    stopping = StoppingCondition(max_runtime_in_seconds=launch.max_run_s,
+                                 max_wait_time_in_seconds=max_wait)
 
     trainer = ModelTrainer(
         training_image=targets.image_uri,
@@ -448,6 +464,74 @@ def train_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: 
     model_uri = getattr(artifacts, "s3_model_artifacts", None) if artifacts else None
     return TrainingJobResult(name=job.training_job_name, status=str(job.training_job_status),
                              model_s3_uri=model_uri if isinstance(model_uri, str) else None)
+
+
+def _spot_settings(launch: TrainingLaunch, targets: AwsTargets, run_id: str
+                   ) -> tuple[int | None, str | None]:
+    """Spot's maximum wait (None without spot) and the checkpoint S3 URI, if any."""
+    if not launch.spot:
+        return None, launch.checkpoint_s3_uri
+    max_wait = launch.max_wait_s or 2 * launch.max_run_s
+    if max_wait < launch.max_run_s:
+        raise ValueError(f"--max-wait ({max_wait} s) must be at least --max-run "
+                         f"({launch.max_run_s} s)")
+    # A spot job restarts after an interruption; without checkpoints it starts over.
+    return max_wait, launch.checkpoint_s3_uri or (
+        f"s3://{targets.artifact_bucket}/{layout.CHECKPOINTS}{run_id}")
+
+
+def tune_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: Any) -> str:
+    """Start a hyperparameter tuning job over the family's ranges; return its name.
+
+    Its training jobs are those `train_on_sagemaker` would start (image, role, channels,
+    outputs, spot and checkpoints), with the launch's hyperparameters held static.
+    """
+    from training import tuning
+    from training.models import get_family
+
+    if not launch.instance_type or launch.instance_type.startswith("local"):
+        raise ValueError("sagemaker mode needs --instance-type, e.g. ml.m5.xlarge or ml.g5.xlarge")
+    family = get_family(launch.family)
+    name = tuning.job_name(launch.base_job_name())
+    max_wait, checkpoint_uri = _spot_settings(launch, targets, name)
+    static = {"family": launch.family, **launch.hyperparameters}
+    ranges = tuning.check(family.tuning, static, max_jobs=launch.tune_jobs,
+                          max_parallel_jobs=launch.tune_parallel_jobs)
+    for key, r in ranges.items():
+        for end in r.ends():  # every corner of the search must be a valid setting
+            check_hyperparameters({**static, key: end})
+    kms = {"KmsKeyId": targets.kms_key_arn} if targets.kms_key_arn else {}
+    definition: dict[str, Any] = {
+        "AlgorithmSpecification": {"TrainingImage": targets.image_uri,
+                                   "TrainingInputMode": "File",
+                                   "MetricDefinitions": metric_definitions(launch.family)},
+        "RoleArn": targets.role_arn,
+        "InputDataConfig": [
+            {"ChannelName": channel, "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3DataDistributionType": "FullyReplicated",
+                "S3Uri": _upload_channel(session, source, targets.data_bucket, name, channel)}}}
+            for channel, source in launch.channels.items()],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{targets.artifact_bucket}/"
+                                             f"{layout.MODELS.rstrip('/')}", **kms},
+        "ResourceConfig": {"InstanceType": launch.instance_type,
+                           "InstanceCount": launch.instance_count, "VolumeSizeInGB": 30,
+                           **({"VolumeKmsKeyId": targets.kms_key_arn}
+                              if targets.kms_key_arn else {})},
+        "StoppingCondition": {"MaxRuntimeInSeconds": launch.max_run_s,
+                              **({"MaxWaitTimeInSeconds": max_wait} if max_wait else {})},
+        "EnableManagedSpotTraining": launch.spot,
+    }
+    if checkpoint_uri:
+        definition["CheckpointConfig"] = {"S3Uri": checkpoint_uri,
+                                          "LocalPath": "/opt/ml/checkpoints"}
+    if targets.subnet_ids:
+        definition["VpcConfig"] = {"Subnets": list(targets.subnet_ids),
+                                   "SecurityGroupIds": list(targets.security_group_ids)}
+    request = tuning.tuning_job_request(
+        name=name, tuning=family.tuning, static=static, training=definition,
+        max_jobs=launch.tune_jobs, max_parallel_jobs=launch.tune_parallel_jobs)
+    session.sagemaker_client.create_hyper_parameter_tuning_job(**request)
+    return name
 
 
 def metric_definitions(family: str) -> list[dict[str, str]]:

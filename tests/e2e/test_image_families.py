@@ -67,7 +67,9 @@ def test_a_bad_image_folder_fails_the_job_naming_the_file(tmp_path: Path,
     (data / "7" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     opt_ml = emulate_opt_ml(tmp_path / "opt_ml", hyperparameters=IMAGE_TINY["vae"], data=data)
     assert run_training(opt_ml) == 2
-    assert "7/bad.jpg is not a readable image" in opt_ml.failure_path.read_text()
+    reason = opt_ml.failure_path.read_text()
+    assert "7/bad.jpg is not a readable image" in reason and reason.count("\n") == 1
+    assert list(opt_ml.model_dir.iterdir()) == []
 
 
 def test_train_on_a_folder_then_serve_png_over_http(tmp_path: Path, digits_dir: Path) -> None:

@@ -65,7 +65,8 @@ def test_unknown_family_fails_listing_families(tmp_path: Path) -> None:
     assert run_training(opt_ml) == EXIT_BAD_INPUT
     reason = opt_ml.failure_path.read_text()
     assert reason.startswith("family must be one of ") and "got 'diffusion'" in reason
-    assert "transformer" in reason and "rnn" in reason
+    assert "transformer" in reason and "rnn" in reason and reason.count("\n") == 1
+    assert list(opt_ml.model_dir.iterdir()) == []
 
 
 def test_failure_reason_is_capped_for_sagemaker(opt_ml: OptMl) -> None:

@@ -336,3 +336,89 @@ def test_telemetry_opt_out_config_is_scoped(monkeypatch: pytest.MonkeyPatch) -> 
         assert os.environ[sagemaker_sdk.USER_CONFIG_ENV] == str(config)
         assert "TelemetryOptOut: true" in config.read_text()
     assert sagemaker_sdk.USER_CONFIG_ENV not in os.environ
+
+
+def test_tuning_job_searches_the_family_ranges(aws, corpus: Path) -> None:
+    status = main([
+        "train", "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
+        "--instance-type", "ml.g5.xlarge", "--instance-count", "2", "--spot",
+        "--max-run", "3600", "--tune", "8", "--tune-parallel", "2", "--data", str(corpus),
+        "--family", "transformer", "--max_steps", "600", "--dropout", "0.1",
+    ])
+    assert status == 0
+    request = only(aws, "CreateHyperParameterTuningJob")
+    name = request["HyperParameterTuningJobName"]
+    assert name.startswith("genkiln-transformer-") and len(name) <= 32
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Minimize",
+                                                         "MetricName": "val_loss"}
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 8,
+                                        "MaxParallelTrainingJobs": 2}
+    ranges = config["ParameterRanges"]
+    assert {"Name": "learning_rate", "MinValue": "0.0003", "MaxValue": "0.01",
+            "ScalingType": "Logarithmic"} in ranges["ContinuousParameterRanges"]
+    assert {"Name": "n_layer", "MinValue": "2", "MaxValue": "6",
+            "ScalingType": "Auto"} in ranges["IntegerParameterRanges"]
+    tuned = {r["Name"] for group in ranges.values() for r in group}
+    # The user fixed dropout: it is static, not searched.
+    assert tuned == {"learning_rate", "weight_decay", "n_layer"}
+
+    definition = request["TrainingJobDefinition"]
+    assert definition["StaticHyperParameters"] == {"family": "transformer", "max_steps": "600",
+                                                   "dropout": "0.1"}
+    spec = definition["AlgorithmSpecification"]
+    assert spec["TrainingImage"] == IMAGE
+    assert spec["MetricDefinitions"] == list(get_family("transformer").metric_definitions)
+    assert definition["ResourceConfig"]["InstanceCount"] == 2
+    assert definition["EnableManagedSpotTraining"] is True
+    assert definition["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600,
+                                               "MaxWaitTimeInSeconds": 7200}
+    assert definition["CheckpointConfig"]["S3Uri"] == f"s3://{ARTIFACTS}/checkpoints/{name}"
+    [channel] = definition["InputDataConfig"]
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == (
+        f"s3://{ARTIFACTS}/datasets/{name}/train/")
+
+    job = boto3.client("sagemaker").describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name)
+    assert job["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"][
+        "MetricName"] == "val_loss"
+    assert not [op for op, _ in aws if op == "CreateTrainingJob"]
+
+
+def test_every_family_tunes_valid_settings_toward_a_metric_it_prints() -> None:
+    from training.config import TrainConfig
+    from training.hyperparameters import build
+    from training.models import FAMILIES
+
+    for family in FAMILIES.values():
+        assert family.tuning.objective in family.metrics, family.name
+        assert family.tuning.ranges, family.name
+        for key, r in family.tuning.ranges.items():
+            for end in r.ends():
+                values = {**family.train_defaults, "family": family.name, key: end}
+                launch.check_hyperparameters(values)
+                build(TrainConfig, values)
+
+
+def test_a_tuning_job_with_nothing_left_to_tune_is_refused(
+        aws, capsys: pytest.CaptureFixture[str]) -> None:
+    fixed = [token for key in get_family("autoencoder").tuning.ranges
+             for token in (f"--{key}", "0.001" if key == "learning_rate" else "16")]
+    status = main([
+        "train", "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
+        "--instance-type", "ml.m5.xlarge", "--tune", "4", "--family", "autoencoder", *fixed,
+    ])
+    assert status == 1
+    assert "leave at least one unset to tune it" in capsys.readouterr().err
+    assert not [op for op, _ in aws if op.startswith("Create")]
+
+
+def test_rbm_on_several_instances_is_refused_before_any_request(
+        aws, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main([
+        "train", "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
+        "--instance-type", "ml.m5.xlarge", "--instance-count", "2", "--family", "rbm",
+    ])
+    assert status == 1
+    assert "the rbm family trains on one process only" in capsys.readouterr().err
+    assert not [op for op, _ in aws if op.startswith("Create")]

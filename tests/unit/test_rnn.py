@@ -100,7 +100,9 @@ def test_corrupt_midi_fails_the_job_naming_the_file(tmp_path: Path, midi_dir: Pa
     (data / "broken.mid").write_bytes(b"MThd garbage")
     opt_ml = emulate_opt_ml(tmp_path / "opt_ml", hyperparameters=TINY_RNN, data=data)
     assert run_training(opt_ml) == EXIT_BAD_INPUT
-    assert "broken.mid is not a readable MIDI file" in OptMl(opt_ml.root).failure_path.read_text()
+    reason = OptMl(opt_ml.root).failure_path.read_text()
+    assert "broken.mid is not a readable MIDI file" in reason and reason.count("\n") == 1
+    assert list(opt_ml.model_dir.iterdir()) == []
 
 
 @pytest.fixture(scope="module")

@@ -44,9 +44,15 @@ def require_length(name: str, tokens: np.ndarray, need: int, knob: str) -> None:
 
 
 def windows(tokens: np.ndarray, generator: torch.Generator, batch_size: int, length: int,
-            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch_size`` random windows: inputs (B, length) and next-token targets (B, length)."""
+            device: torch.device, rows: slice = slice(None)
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_size`` random windows: inputs (B, length) and next-token targets (B, length).
+
+    ``rows`` keeps a part of the batch (a data-parallel rank's); the generator advances as
+    for the whole batch, so every rank draws the same batch and takes its own rows.
+    """
     starts = torch.randint(len(tokens) - length, (batch_size,), generator=generator).numpy()
+    starts = starts[rows]
     xy = torch.from_numpy(np.stack([tokens[s:s + length + 1] for s in starts])).to(device)
     return xy[:, :-1], xy[:, 1:]
 

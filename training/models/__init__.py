@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training.hyperparameters import HyperparameterError
+from training.tuning import Tuning, categorical, continuous, integer
 
 
 @dataclass(frozen=True)
@@ -18,9 +19,15 @@ class Family:
     recipe_module: str  # module with the family's `Recipe` (data, steps, export, load)
     metrics: tuple[str, ...]  # names printed as `name=value`, for metric_definitions
     description: str
+    #: The objective and ranges of a SageMaker tuning job (`genkiln train --tune`).
+    tuning: Tuning
     #: Defaults of the shared training settings (TrainConfig) that suit this family better
     #: than TrainConfig's own, as hyperparameter strings; anything the user sets wins.
     train_defaults: dict[str, str] = field(default_factory=dict)
+    #: Whether the family trains data-parallel over several processes; when it can't,
+    #: why (said in the error a multi-process run gets).
+    data_parallel: bool = True
+    data_parallel_note: str = ""
 
     @property
     def config_cls(self) -> type:
@@ -55,6 +62,12 @@ FAMILIES: dict[str, Family] = {
                      "val_bits_per_char", "ngram_bits_per_char", "tokens_per_second",
                      "learning_rate"),
             description="GPT-style decoder language model with a byte-level BPE tokenizer",
+            tuning=Tuning("val_loss", "Minimize", {
+                "learning_rate": continuous(3e-4, 1e-2, "Logarithmic"),
+                "weight_decay": continuous(0.0, 0.2),
+                "dropout": continuous(0.0, 0.2),
+                "n_layer": integer(2, 6),
+            }),
             # A small decoder trained for minutes learns more from the same tokens at a
             # higher peak rate and with more, smaller steps: held-out perplexity after
             # 2.5M tokens 91.3 (1e-3, batch 32), 62.6 (3e-3, 32), 52.6 (16), 49.2 (8).
@@ -73,6 +86,12 @@ FAMILIES: dict[str, Family] = {
                      "tokens_per_second", "learning_rate"),
             description="LSTM/GRU sequence model: continues melodies (Bach chorales by "
                         "default) or text",
+            tuning=Tuning("val_loss", "Minimize", {
+                "learning_rate": continuous(3e-4, 1e-2, "Logarithmic"),
+                "dropout": continuous(0.0, 0.3),
+                "hidden_size": categorical("128", "256", "384", "512"),
+                "cell": categorical("lstm", "gru"),
+            }),
             # About 5 minutes on 2 CPU cores; a tenth of the chorales held out, so the
             # perplexity and in-key share rest on some 40 melodies.
             train_defaults={"max_steps": "500", "eval_interval": "100", "val_fraction": "0.1"},
@@ -86,6 +105,11 @@ FAMILIES: dict[str, Family] = {
             metrics=("d_loss", "g_loss", "val_fid", "val_fid_floor", "val_fid_untrained",
                      "val_confidence", "images_per_second", "learning_rate"),
             description="class-conditional DCGAN with a spectrally normalised discriminator",
+            tuning=Tuning("val_fid", "Minimize", {
+                "learning_rate": continuous(1e-4, 1e-3, "Logarithmic"),
+                "label_smoothing": continuous(0.0, 0.2),
+                "latent_dim": categorical("16", "32", "64"),
+            }),
             train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.0003",
                             "min_learning_rate": "0.0001", "max_steps": "3000",
                             "grad_clip": "0", "eval_interval": "1000"},
@@ -100,6 +124,11 @@ FAMILIES: dict[str, Family] = {
                      "val_fid_untrained", "val_confidence", "images_per_second",
                      "learning_rate"),
             description="convolutional variational autoencoder, optionally class-conditional",
+            tuning=Tuning("val_fid", "Minimize", {
+                "learning_rate": continuous(3e-4, 5e-3, "Logarithmic"),
+                "latent_dim": integer(4, 32),
+                "beta": continuous(0.5, 2.0),
+            }),
             train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.002", "max_steps": "3000",
                             "eval_interval": "1000"},
         ),
@@ -114,10 +143,19 @@ FAMILIES: dict[str, Family] = {
                      "sklearn_rbm_probe_accuracy", "sklearn_rbm_pll", "images_per_second",
                      "learning_rate"),
             description="Bernoulli RBM trained by contrastive divergence (CD-k or persistent)",
+            tuning=Tuning("val_probe_accuracy", "Maximize", {
+                "learning_rate": continuous(0.005, 0.1, "Logarithmic"),
+                "n_hidden": categorical("64", "128", "256", "512"),
+                "cd_steps": integer(1, 5),
+                "momentum": continuous(0.0, 0.9),
+            }),
             train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.05",
                             "min_learning_rate": "0.005", "batch_size": "10",
                             "max_steps": "10000", "grad_clip": "0", "eval_interval": "5000",
                             "log_interval": "1000"},
+            data_parallel=False,
+            data_parallel_note="persistent contrastive divergence carries one set of Gibbs "
+                               "chains and their random state from step to step",
         ),
         Family(
             name="autoencoder",
@@ -129,6 +167,11 @@ FAMILIES: dict[str, Family] = {
                      "val_auroc_noise", "val_auroc_untrained", "val_auroc_pca",
                      "images_per_second", "learning_rate"),
             description="convolutional autoencoder: latent codes and anomaly scores",
+            tuning=Tuning("val_auroc", "Maximize", {
+                "learning_rate": continuous(3e-4, 5e-3, "Logarithmic"),
+                "latent_dim": integer(4, 32),
+                "width": categorical("16", "32", "64"),
+            }),
             train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.002", "max_steps": "2000",
                             "eval_interval": "1000"},
         ),

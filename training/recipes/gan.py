@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from training import checkpoint
+from training import checkpoint, distributed
 from training.artifact import Artifact
 from training.loop import optimizer_step
 from training.models.convnets import ImageSpec
@@ -35,6 +35,12 @@ class Recipe(ImageRecipe):
 
     def build(self) -> None:
         self.model = GAN(self.cfg, self.spec).to(self.device)
+        if distributed.current().active and self.device.type == "cuda":
+            # The generator's batch norm then normalises over the global batch, as on one
+            # process. (SyncBatchNorm needs CUDA: on CPU each rank normalises over its own
+            # rows, and the running statistics kept are rank 0's.)
+            self.model.generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(
+                self.model.generator)
         betas = (self.cfg.beta1, 0.999)
         self.g_opt = torch.optim.Adam(self.model.generator.parameters(),
                                       lr=self.run.learning_rate, betas=betas)
@@ -60,7 +66,10 @@ class Recipe(ImageRecipe):
         self.model.train()
         x, y = self.batch()
         real = x * 2.0 - 1.0  # [0, 1] -> [-1, 1], the generator's tanh range
-        fake = self.model.generator(self.model.noise(len(x), self.noise_rng), y)
+        # Noise for the whole global batch, this rank's rows of it: the noise generator
+        # stays in step on every rank (and in the checkpoint rank 0 writes).
+        z = self.model.noise(self.run.batch_size, self.noise_rng)
+        fake = self.model.generator(z[distributed.current().part(self.run.batch_size)], y)
         d_loss = self.model.d_loss(real, fake, y)
         self._step(self.d_opt, d_loss, lr)
         g_loss = self.model.g_loss(fake, y)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from training import checkpoint
+from training import checkpoint, distributed
 from training.artifact import Artifact, ArtifactError, write_artifact
 from training.config import TrainConfig
 from training.data.errors import DataError
@@ -83,7 +83,8 @@ class ImageRecipe(ABC):
                                      seed=run.seed)
         torch.manual_seed(run.seed)
         self.build()
-        self.references = self.reference_metrics()
+        # Baselines are reported once, by rank 0 (only it logs and exports).
+        self.references = self.reference_metrics() if distributed.current().is_main else {}
         log(f"model: {self.num_parameters():,} parameters; data: {len(train):,} train / "
             f"{len(val):,} held-out {self.spec.size}x{self.spec.size} {train.mode} images")
         if self.references:
@@ -125,8 +126,9 @@ class ImageRecipe(ABC):
         return sum(p.numel() for m in self.modules() for p in m.parameters())
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This rank's rows of a random global batch (every rank draws the same indices)."""
         idx = torch.randint(len(self.x_train), (self.run.batch_size,), generator=self.batches)
-        idx = idx.to(self.device)
+        idx = idx[distributed.current().part(self.run.batch_size)].to(self.device)
         y = self.y_train[idx] if self.conditional and self.y_train is not None else None
         return self.x_train[idx], y
 

@@ -18,6 +18,7 @@ from torch import nn
 from training import checkpoint
 from training.artifact import Artifact
 from training.evaluate_images import probe_accuracy
+from training.loop import optimizer_step
 from training.models.convnets import ImageSpec
 from training.models.rbm import RBM, RBMConfig, pseudo_log_likelihood
 from training.recipes.image import ImageRecipe, load_image_model
@@ -108,8 +109,6 @@ class Recipe(ImageRecipe):
                                            c.detach().cpu()).mean())
 
     def train_step(self, lr: float) -> dict[str, float]:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         x, _ = self.batch()
         v = x.flatten(1)  # (B, D) pixel intensities, used as probabilities
         start = self.chains.v if self.cfg.persistent else torch.bernoulli(
@@ -118,9 +117,8 @@ class Recipe(ImageRecipe):
         if self.cfg.persistent:
             self.chains.v = negative
         loss = self.model.loss(v, negative)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        # The CD update as it is: no clipping (the family trains on one process).
+        optimizer_step(self.optimizer, loss, lr=lr, grad_clip=0.0)
         return {"train_loss": loss.item(),
                 "train_reconstruction": float(self.model.reconstruction_error(v).mean()),
                 "images": float(len(v))}

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training import checkpoint
+from training import checkpoint, distributed
 from training.config import TrainConfig
 from training.data import tokens as token_data
 from training.data.folder import scan_folder
@@ -113,7 +113,8 @@ class SequenceRecipe(ABC):
     def train_step(self, lr: float) -> dict[str, float]:
         self.model.train()
         x, y = token_data.windows(self.train_tokens, self.batches, self.run.batch_size,
-                                  self.window, self.device)
+                                  self.window, self.device,
+                                  rows=distributed.current().part(self.run.batch_size))
         loss = self._loss(x, y)
         optimizer_step(self.optimizer, loss, lr=lr, grad_clip=self.run.grad_clip)
         return {"train_loss": loss.item(), "tokens": float(x.numel())}
