@@ -126,14 +126,14 @@ def write_chorale_midis(root: Path, count: int) -> Path:
     from music21 import corpus
 
     from training.data.midi import write_tracks
-    from training.data.pianoroll import TRACKS, piece_of, steps_to_quarters
+    from training.data.pianoroll import TRACKS, chorale_of, steps_to_quarters
 
     root.mkdir(parents=True, exist_ok=True)
     written = 0
     for path in sorted(corpus.getComposer("bach")):
         if written == count:
             break
-        piece = piece_of(corpus.parse(path, forceSource=True), path.name, strict=False)
+        piece = chorale_of(corpus.parse(path, forceSource=True), path.name)
         if piece is not None and piece.bars >= 8:
             (root / f"{path.stem}.mid").write_bytes(write_tracks(
                 [(name, 0, steps_to_quarters(notes))
@@ -144,8 +144,8 @@ def write_chorale_midis(root: Path, count: int) -> Path:
 
 @pytest.fixture(scope="session")
 def chorale_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A user folder of 16 Bach chorales as four-track MIDI files."""
-    return write_chorale_midis(tmp_path_factory.mktemp("chorales"), 16)
+    """A user folder of 8 Bach chorales as four-track MIDI files."""
+    return write_chorale_midis(tmp_path_factory.mktemp("chorales"), 8)
 
 
 #: A MuseGAN small enough to train in a second or two.

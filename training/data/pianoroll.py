@@ -8,7 +8,8 @@ longer one when a roll becomes MIDI (MuseGAN's rolls have the same limit).
 
 The bundled data set is music21's Bach chorales in 4/4: soprano as the melody, alto,
 tenor and bass as the accompaniment. A user folder holds MIDI files of four or more
-parts; the highest (by mean pitch) is the melody, the next three are the accompaniment.
+parts (tracks, or channels of a track); of the four with the most notes, the highest
+(by mean pitch) is the melody and the other three are the accompaniment.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,7 @@ import numpy as np
 
 from training.data.errors import DataError
 from training.data.folder import FolderScan
+from training.data.midi import MidiError, MidiSong, read_midi
 from training.data.text import _cache_dir
 
 TRACKS = ("melody", "alto", "tenor", "bass")
@@ -138,44 +141,18 @@ def _pickup(part: Any) -> float:
     return float(measures[0].paddingLeft) if measures else 0.0
 
 
-def piece_of(score: Any, name: str, *, strict: bool) -> Piece | None:
-    """Four tracks of a parsed score. Voices named Soprano, Alto, Tenor and Bass are used
-    when present; otherwise the four note-bearing parts with the most notes, by pitch.
-
-    ``strict``: a score that doesn't fit is a DataError naming it (user data), else None.
-    """
-    def refuse(reason: str) -> None:
-        if strict:
-            raise DataError(f"{name} {reason}")
-
-    signatures = _time_signatures(score)
-    if signatures - {"4/4"}:
-        refuse(f"is in {', '.join(sorted(signatures))}; the musegan family takes music "
-               f"in 4/4 only: leave this file out")
+def chorale_of(score: Any, name: str) -> Piece | None:
+    """Soprano, alto, tenor and bass of a chorale parsed by music21, its upbeat padded to
+    a whole bar; None for a chorale that is not in 4/4 or lacks one of the voices."""
+    if _time_signatures(score) - {"4/4"}:
         return None
-    parts = list(getattr(score, "parts", [])) or [score]
-    by_name = {str(p.partName or "").strip().lower(): p for p in parts}
-    if all(v in by_name for v in ("soprano", "alto", "tenor", "bass")):
-        chosen = [by_name[v] for v in ("soprano", "alto", "tenor", "bass")]
-    else:
-        counted = [(len(p.recurse().notes), p) for p in parts]
-        voiced = [p for n, p in sorted(counted, key=lambda c: -c[0]) if n > 0][:len(TRACKS)]
-        if len(voiced) < len(TRACKS):
-            refuse(f"holds {len(voiced)} part(s) with notes; the musegan family needs four "
-                   f"(a melody and three accompanying voices), one per MIDI track")
-            return None
-
-        def mean_pitch(part: Any) -> float:
-            pitches = [p.midi for n in part.recurse().notes for p in n.pitches]
-            return sum(pitches) / len(pitches)
-
-        chosen = sorted(voiced, key=mean_pitch, reverse=True)
-    shift = _pickup(chosen[0])
-    piece = Piece(name=name, tracks=tuple(_part_notes(p, shift) for p in chosen))
-    if not piece.tracks[0]:
-        refuse("has no melody notes")
+    parts = {str(p.partName or "").strip().lower(): p for p in getattr(score, "parts", [])}
+    voices = ("soprano", "alto", "tenor", "bass")
+    if not all(v in parts for v in voices):
         return None
-    return piece
+    shift = _pickup(parts["soprano"])
+    piece = Piece(name=name, tracks=tuple(_part_notes(parts[v], shift) for v in voices))
+    return piece if piece.tracks[0] else None
 
 
 def _cached(key: str) -> PieceCorpus | None:
@@ -217,7 +194,7 @@ def bundled_chorales() -> PieceCorpus:
     pieces = []
     for path in paths:
         # forceSource: parse the file itself; never music21's pickled parse cache.
-        piece = piece_of(corpus.parse(path, forceSource=True), path.name, strict=False)
+        piece = chorale_of(corpus.parse(path, forceSource=True), path.name)
         if piece is not None and piece.bars >= 4:
             pieces.append(piece)
     result = PieceCorpus(pieces=pieces, files=len(paths),
@@ -227,54 +204,55 @@ def bundled_chorales() -> PieceCorpus:
     return result
 
 
-def parse_score(data: bytes, name: str) -> Any:
-    """A music21 score from MIDI bytes; one that doesn't parse is a DataError naming it."""
-    from music21 import converter
-
+def _song(data: bytes, name: str) -> MidiSong:
     try:
-        return converter.parseData(data, format="midi", forceSource=True)
-    except Exception as exc:  # music21 raises many kinds on malformed MIDI
-        raise DataError(f"{name} is not a readable MIDI file ({type(exc).__name__}: {exc})"
-                        ) from exc
+        return read_midi(data)
+    except (MidiError, IndexError, struct.error) as exc:
+        raise DataError(f"{name} is not a readable MIDI file ({exc})") from exc
+
+
+def _mean_pitch(notes: Sequence[tuple[int, float, float]]) -> float:
+    return sum(n[0] for n in notes) / len(notes)
+
+
+def piece_of_midi(data: bytes, name: str) -> Piece:
+    """Four tracks of a MIDI file: of its parts (a track's notes on one channel; drums
+    left out), the four with the most notes, highest (by mean pitch) first."""
+    song = _song(data, name)
+    if song.time_signatures - {"4/4"}:
+        raise DataError(f"{name} is in {', '.join(sorted(song.time_signatures))}; the musegan "
+                        f"family takes music in 4/4 only: leave this file out")
+    if len(song.parts) < len(TRACKS):
+        raise DataError(f"{name} holds {len(song.parts)} part(s) with notes; the musegan family "
+                        f"needs four (a melody and three accompanying voices), one per MIDI "
+                        f"track or channel")
+    chosen = sorted(song.parts, key=lambda part: -len(part.notes))[:len(TRACKS)]
+    chosen.sort(key=lambda part: _mean_pitch(part.notes), reverse=True)
+    return Piece(name=name, tracks=tuple(tuple(sorted(melody_steps(part.notes),
+                                                      key=lambda n: (n[1], n[0])))
+                                         for part in chosen))
 
 
 def load_piece_folder(scan: FolderScan) -> PieceCorpus:
     if scan.modality != "music":
         raise DataError(f"{scan.root} holds {scan.modality} files; expected MIDI (.mid/.midi) "
                         f"files of four parts")
-    pieces = []
-    for path in scan.files:
-        piece = piece_of(parse_score(path.read_bytes(), str(path)), str(path), strict=True)
-        assert piece is not None
-        pieces.append(piece)
+    pieces = [piece_of_midi(path.read_bytes(), str(path)) for path in scan.files]
     return PieceCorpus(pieces=pieces, source=str(scan.root), files=len(scan.files))
 
 
 def melody_of_midi(data: bytes, name: str) -> list[tuple[int, float, float]]:
     """The melody of a MIDI file as (pitch, start, duration) in quarter notes: its highest
-    part (by mean pitch), a chord's top note, offsets as in the file."""
-    from music21 import chord
-
-    score = parse_score(data, name)
-    parts = list(getattr(score, "parts", [])) or [score]
-    voiced = [p for p in parts if len(p.recurse().notes)]
-    if not voiced:
+    part (by mean pitch), the top note where notes start together, offsets as in the file."""
+    song = _song(data, name)
+    if not song.parts:
         raise DataError(f"{name} holds no notes")
-
-    def mean_pitch(part: Any) -> float:
-        pitches = [p.midi for n in part.recurse().notes for p in n.pitches]
-        return sum(pitches) / len(pitches)
-
-    top = max(voiced, key=mean_pitch)
-    melody = []
-    for element in top.stripTies().flatten().notes:
-        length = float(element.quarterLength)
-        if length <= 0:
-            continue
-        pitch = max(p.midi for p in element.pitches) if isinstance(element, chord.Chord) \
-            else element.pitch.midi
-        melody.append((int(pitch), float(element.offset), length))
-    return melody
+    top = max(song.parts, key=lambda part: _mean_pitch(part.notes))
+    highest: dict[float, tuple[int, float, float]] = {}
+    for note in top.notes:
+        if note[1] not in highest or note[0] > highest[note[1]][0]:
+            highest[note[1]] = note
+    return [highest[start] for start in sorted(highest)]
 
 
 def melody_steps(melody: Sequence[tuple[int, float, float]]) -> list[StepNote]:

@@ -45,6 +45,7 @@ class MuseGANConfig:
     beta1: float = 0.5  # Adam's first-moment decay for both networks
     beta2: float = 0.9  # Adam's second-moment decay (0.9, as for WGAN-GP)
     transpose: int = 3  # augmentation: each phrase moved by up to ± this many semitones
+    binarize: bool = True  # D sees notes (p > 0.5) via the straight-through estimator
 
     def validate(self) -> None:
         require(1 <= self.n_bars <= 16, "n_bars", "must be between 1 and 16")
@@ -219,6 +220,16 @@ class MuseGAN(nn.Module):
                   ) -> torch.Tensor:
         """melody (B, bars, 16, P) -> accompaniment probabilities (B, 3, bars, 16, P)."""
         return torch.sigmoid(self.generator(melody, *self.noise(len(melody), generator)))
+
+    def for_critic(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """What D sees of generated notes. Real rolls are 0/1, so soft probabilities alone
+        would give generated music away; with `binarize`, D sees them thresholded while
+        gradients pass through as if it saw the probabilities (the deterministic binary
+        neurons and straight-through estimator of BinaryMuseGAN, Dong & Yang 2018)."""
+        if not self.cfg.binarize:
+            return probabilities
+        hard = (probabilities > 0.5).to(probabilities.dtype)
+        return hard + probabilities - probabilities.detach()
 
     @staticmethod
     def full(melody: torch.Tensor, accompaniment: torch.Tensor) -> torch.Tensor:

@@ -169,7 +169,8 @@ class Recipe:
         for _ in range(self.cfg.d_steps):
             real = self.batch()
             melody = real[:, 0]
-            fake = self.model.full(melody, self.model.accompany(melody, self.noise_rng))
+            fake = self.model.full(melody, self.model.for_critic(
+                self.model.accompany(melody, self.noise_rng)))
             d_loss = self.model.d_loss(real, fake)
             optimizer_step(self.d_opt, d_loss, lr=lr, grad_clip=self.run.grad_clip)
         g_loss = self.model.g_loss(fake)
