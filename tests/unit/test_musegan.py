@@ -153,6 +153,9 @@ def test_arrange_keeps_the_melody_and_is_seeded() -> None:
     assert out.shape == (2, 4, 5, STEPS_PER_BAR, PITCHES)
     assert torch.equal(out[:, 0], melody)
     assert set(out.unique().tolist()) <= {0.0, 1.0}
+    assert out[:, 1:].sum(-1).max() <= 1  # each voice sings one note at a time
+    dense = model.arrange(melody, generator=torch.Generator().manual_seed(3), threshold=0.01)
+    assert dense[:, 1:].sum(-1).min() == 1  # ...and at a low threshold, always one
     again = model.arrange(melody, generator=torch.Generator().manual_seed(3))
     assert torch.equal(out, again)
     p3 = model.accompany(melody[:, :2], generator=torch.Generator().manual_seed(3))

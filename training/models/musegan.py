@@ -45,7 +45,8 @@ class MuseGANConfig:
     beta1: float = 0.5  # Adam's first-moment decay for both networks
     beta2: float = 0.9  # Adam's second-moment decay (0.9, as for WGAN-GP)
     transpose: int = 3  # augmentation: each phrase moved by up to ± this many semitones
-    binarize: bool = True  # D sees notes (p > 0.5) via the straight-through estimator
+    binarize: bool = True  # D sees notes, not probabilities (straight-through estimator)
+    monophonic: bool = True  # a voice sings one pitch at a time: its likeliest, if > threshold
 
     def validate(self) -> None:
         require(1 <= self.n_bars <= 16, "n_bars", "must be between 1 and 16")
@@ -228,8 +229,17 @@ class MuseGAN(nn.Module):
         neurons and straight-through estimator of BinaryMuseGAN, Dong & Yang 2018)."""
         if not self.cfg.binarize:
             return probabilities
-        hard = (probabilities > 0.5).to(probabilities.dtype)
+        hard = self.notes(probabilities.detach(), 0.5)
         return hard + probabilities - probabilities.detach()
+
+    def notes(self, probabilities: torch.Tensor, threshold: float) -> torch.Tensor:
+        """0/1 notes from probabilities (..., P): every pitch above ``threshold``, or with
+        `monophonic` (chorale voices sing one note at a time) only a step's likeliest."""
+        if not self.cfg.monophonic:
+            return (probabilities > threshold).to(probabilities.dtype)
+        top, index = probabilities.max(-1, keepdim=True)
+        return torch.zeros_like(probabilities).scatter_(-1, index,
+                                                        (top > threshold).to(top.dtype))
 
     @staticmethod
     def full(melody: torch.Tensor, accompaniment: torch.Tensor) -> torch.Tensor:
@@ -278,5 +288,4 @@ class MuseGAN(nn.Module):
         logits = logits.view(b, chunks, ACCOMPANIMENT, n, STEPS_PER_BAR, PITCHES)
         logits = logits.transpose(1, 2).reshape(b, ACCOMPANIMENT, chunks * n, STEPS_PER_BAR,
                                                 PITCHES)[:, :, :bars]
-        notes = (torch.sigmoid(logits) > threshold).float()
-        return self.full(melody, notes)
+        return self.full(melody, self.notes(torch.sigmoid(logits), threshold))
