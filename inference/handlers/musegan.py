@@ -74,7 +74,8 @@ class AccompanyRequest(BaseModel):
     bars: int | None = Field(None, ge=1, le=MAX_BARS,
                              description="bars to arrange; the melody's length by default")
     threshold: float = Field(0.5, gt=0.0, lt=1.0,
-                             description="a step sounds where the model's probability is above")
+                             description="a voice sings where its likeliest pitch's "
+                                         "probability is above this")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     tempo_bpm: float = Field(100.0, gt=0.0, le=400.0)
     programs: dict[str, int] = Field(default_factory=dict,
