@@ -50,8 +50,9 @@ def programs_of(midi: bytes) -> list[int]:
 
     file = m21midi.MidiFile()
     file.readstr(midi)
-    return [event.data for track in file.tracks for event in track.events
-            if event.type == m21midi.ChannelVoiceMessages.PROGRAM_CHANGE]
+    return [int(event.data) for track in file.tracks for event in track.events
+            if event.type == m21midi.ChannelVoiceMessages.PROGRAM_CHANGE
+            and isinstance(event.data, int)]
 
 
 @pytest.fixture(autouse=True, scope="module")

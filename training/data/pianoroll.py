@@ -117,7 +117,7 @@ def phrases(pieces: Sequence[Piece], bars: int, *, stride: int = 1) -> np.ndarra
 # --- reading music ------------------------------------------------------------------
 def _part_notes(part: Any, shift: float) -> tuple[StepNote, ...]:
     """A music21 part's notes in steps; chords give all their pitches."""
-    notes = []
+    notes: list[StepNote] = []
     for element in part.stripTies().flatten().notes:
         length = float(element.quarterLength)
         if length <= 0:

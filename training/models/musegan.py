@@ -79,8 +79,8 @@ class Patch(nn.Module):
         super().__init__()
         assert axis in (1, 2) and factor != 0
         self.axis, self.factor, self.c_out = axis, factor, c_out
-        self.linear = (nn.Linear(c_in * factor, c_out) if factor > 0
-                       else nn.Linear(c_in, c_out * -factor))
+        self.linear: nn.Module = (nn.Linear(c_in * factor, c_out) if factor > 0
+                                  else nn.Linear(c_in, c_out * -factor))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, t, p, c = x.shape

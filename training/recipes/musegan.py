@@ -112,7 +112,7 @@ class Recipe:
         self.x_train = torch.from_numpy(x_train)  # (N, 4, steps, P) uint8, on the CPU
         self.x_val = torch.from_numpy(x_val[:EVAL_PHRASES])
         # How far each training phrase may move without leaving the roll's pitch range.
-        active = x_train.any(axis=(1, 2))  # (N, P)
+        active = np.asarray(x_train.any(axis=(1, 2)), dtype=bool)  # (N, P)
         self.lowest = torch.from_numpy(active.argmax(1))
         self.highest = torch.from_numpy(PITCHES - 1 - active[:, ::-1].argmax(1))
         self.data_summary = {
