@@ -11,7 +11,8 @@ The tracks come out of one shared trunk and a private last layer per track.
 
 The discriminator D scores all four tracks of a phrase: per bar, a piano-roll stream
 (convolutions over time and pitch) and a chroma stream (pitch classes per beat, which
-is where harmony shows), then a layer across the bars. Training follows MuseGAN: the
+is where harmony shows) and an onset stream (where notes start and stop), then a layer
+across the bars. Training follows MuseGAN: the
 Wasserstein loss with gradient penalty (WGAN-GP, Gulrajani et al. 2017); `loss=hinge`
 with spectral normalisation (Miyato et al. 2018) is the cheaper alternative.
 """
@@ -47,6 +48,7 @@ class MuseGANConfig:
     transpose: int = 3  # augmentation: each phrase moved by up to ± this many semitones
     binarize: bool = True  # D sees notes, not probabilities (straight-through estimator)
     monophonic: bool = True  # a voice sings one pitch at a time: its likeliest, if > threshold
+    onset_stream: bool = True  # D also reads where notes start and end (MuseGAN's third stream)
 
     def validate(self) -> None:
         require(1 <= self.n_bars <= 16, "n_bars", "must be between 1 and 16")
@@ -183,6 +185,13 @@ class Discriminator(nn.Module):
             patch(w // 4, w // 2, 2, 12),  # -> (4, 1)
         ])
         bar_features = w * OCTAVES + (w // 2) * 4
+        self.onset: nn.ModuleList | None = None
+        if cfg.onset_stream:
+            self.onset = nn.ModuleList([
+                patch(tracks, w // 4, 1, 4),  # (16, 1) changes a step -> (4 beats, 1)
+                patch(w // 4, w // 2, 1, 4),  # -> (1, 1)
+            ])
+            bar_features += w // 2
         self.across = sn(nn.Linear(cfg.n_bars * bar_features, w))
         self.head = sn(nn.Linear(w, 1))
 
@@ -196,7 +205,15 @@ class Discriminator(nn.Module):
         c = bar.view(b * bars, STEPS_PER_BAR, OCTAVES, 12, tracks).sum(2)  # (N, 16, 12, T)
         for layer in self.chroma:
             c = F.leaky_relu(layer(c), 0.2)
-        features = torch.cat([h.flatten(1), c.flatten(1)], 1).view(b, -1)  # (B, bars·F)
+        streams = [h.flatten(1), c.flatten(1)]
+        if self.onset is not None:
+            # How many pitches start or stop at each step: fragmented notes show here.
+            change = torch.diff(bar, dim=1, prepend=torch.zeros_like(bar[:, :1]))
+            o = change.abs().sum(2, keepdim=True)  # (N, 16, 1, T)
+            for layer in self.onset:
+                o = F.leaky_relu(layer(o), 0.2)
+            streams.append(o.flatten(1))
+        features = torch.cat(streams, 1).view(b, -1)  # (B, bars·F)
         return self.head(F.leaky_relu(self.across(features), 0.2)).squeeze(1)
 
 
