@@ -122,3 +122,37 @@ def image_artifacts(tmp_path_factory: pytest.TempPathFactory, digits_dir: Path) 
         return built[family]
 
     return artifact
+
+
+def write_chorale_midis(root: Path, count: int) -> Path:
+    """The first ``count`` four-part 4/4 Bach chorales of music21's corpus as MIDI files
+    (soprano, alto, tenor, bass tracks): real music in a user's folder."""
+    from music21 import corpus
+
+    from training.data.midi import write_tracks
+    from training.data.pianoroll import TRACKS, chorale_of, steps_to_quarters
+
+    root.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for path in sorted(corpus.getComposer("bach")):
+        if written == count:
+            break
+        piece = chorale_of(corpus.parse(path, forceSource=True), path.name)
+        if piece is not None and piece.bars >= 8:
+            (root / f"{path.stem}.mid").write_bytes(write_tracks(
+                [(name, 0, steps_to_quarters(notes))
+                 for name, notes in zip(TRACKS, piece.tracks, strict=True)]))
+            written += 1
+    return root
+
+
+@pytest.fixture(scope="session")
+def chorale_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user folder of 8 Bach chorales as four-track MIDI files."""
+    return write_chorale_midis(tmp_path_factory.mktemp("chorales"), 8)
+
+
+#: A MuseGAN small enough to train in a second or two.
+MUSEGAN_TINY = {"family": "musegan", "g_width": "16", "d_width": "16", "latent_dim": "8",
+                "batch_size": "4", "max_steps": "4", "eval_interval": "2", "log_interval": "2",
+                "warmup_steps": "1", "seed": "7", "val_fraction": "0.25"}

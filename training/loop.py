@@ -21,9 +21,9 @@ import torch
 from training import checkpoint, distributed
 from training.config import TrainConfig
 
-#: What a recipe's `train_step` may count (tokens for text, images for image families);
-#: the loop reports it as `<unit>_per_second` over each logging window.
-THROUGHPUT_UNITS = ("tokens", "images")
+#: What a recipe's `train_step` may count (tokens for text, images for image families,
+#: bars for music); the loop reports it as `<unit>_per_second` over each logging window.
+THROUGHPUT_UNITS = ("tokens", "images", "bars")
 
 
 class Stopped(Exception):

@@ -25,6 +25,7 @@ HANDLERS = {
     "vae": "inference.handlers.vae:VAEHandler",
     "rbm": "inference.handlers.rbm:RBMHandler",
     "autoencoder": "inference.handlers.autoencoder:AutoencoderHandler",
+    "musegan": "inference.handlers.musegan:MuseGANHandler",
 }
 
 

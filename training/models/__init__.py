@@ -175,6 +175,25 @@ FAMILIES: dict[str, Family] = {
             train_defaults={**_IMAGE_DEFAULTS, "learning_rate": "0.002", "max_steps": "2000",
                             "eval_interval": "1000"},
         ),
+        Family(
+            name="musegan",
+            modalities=("music",),
+            config_module="training.models.musegan",
+            config_class="MuseGANConfig",
+            recipe_module="training.recipes.musegan",
+            metrics=("d_loss", "g_loss", *(f"val_{m}{suffix}" for m in (
+                         "empty_bar_rate", "pitch_classes", "qualified_note_rate",
+                         "tonal_distance") for suffix in ("", "_real", "_untrained")),
+                     "val_metric_gap", "val_metric_gap_untrained", "bars_per_second",
+                     "learning_rate"),
+            description="MuseGAN-style conditional GAN: a melody in, alto, tenor and bass "
+                        "out (Bach chorales by default, or four-part MIDI)",
+            train_defaults={"batch_size": "16", "learning_rate": "0.001",
+                            "min_learning_rate": "0.0002", "weight_decay": "0",
+                            "grad_clip": "0", "warmup_steps": "50", "max_steps": "1000",
+                            "eval_interval": "250", "log_interval": "50",
+                            "val_fraction": "0.1"},
+        ),
     ]
 }
 
