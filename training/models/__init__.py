@@ -188,6 +188,12 @@ FAMILIES: dict[str, Family] = {
                      "learning_rate"),
             description="MuseGAN-style conditional GAN: a melody in, alto, tenor and bass "
                         "out (Bach chorales by default, or four-part MIDI)",
+            tuning=Tuning("val_metric_gap", "Minimize", {
+                "learning_rate": continuous(2e-4, 3e-3, "Logarithmic"),
+                "gp_weight": continuous(1.0, 20.0),
+                "d_steps": integer(1, 5),
+                "latent_dim": categorical("16", "32", "64"),
+            }),
             train_defaults={"batch_size": "16", "learning_rate": "0.001",
                             "min_learning_rate": "0.0002", "weight_decay": "0",
                             "grad_clip": "0", "warmup_steps": "50", "max_steps": "1000",

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from training import distributed
 from training.artifact import Artifact, ArtifactError, write_artifact
 from training.config import TrainConfig
 from training.data import tokens as token_data
@@ -149,7 +150,10 @@ class Recipe:
                 "d_optimizer": self.d_opt, "noise": self.noise_rng}
 
     def batch(self) -> torch.Tensor:
-        """(B, 4, bars, 16, P) real phrases, each moved by a random number of semitones."""
+        """(B, 4, bars, 16, P) real phrases, each moved by a random number of semitones.
+
+        Every rank draws the whole global batch and keeps its own rows of it.
+        """
         idx = torch.randint(len(self.x_train), (self.run.batch_size,), generator=self.batches)
         x = self.x_train[idx].float()
         t = self.cfg.transpose
@@ -161,7 +165,8 @@ class Recipe:
             if shift:
                 rows = [i for i, s in enumerate(shifts) if s == shift]
                 x[rows] = torch.roll(x[rows], shift, dims=-1)  # never wraps a note (bounds)
-        b = len(idx)
+        x = x[distributed.current().part(self.run.batch_size)]  # this rank's rows
+        b = len(x)
         return x.view(b, len(TRACKS), self.cfg.n_bars, STEPS_PER_BAR, PITCHES).to(self.device)
 
     def train_step(self, lr: float) -> dict[str, float]:
