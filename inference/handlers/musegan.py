@@ -23,7 +23,7 @@ import binascii
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -114,6 +114,11 @@ def _bars_of(melody: list[StepNote]) -> int:
 
 class MuseGANHandler:
     family = "musegan"
+    #: How the playground asks (see inference/playground/hints.py): a melody uploaded as
+    #: MIDI, the four-track arrangement played back.
+    playground: ClassVar[dict[str, Any]] = {
+        "input": "midi", "input_field": "melody_midi", "stream": False, "output": "midi",
+        "template": {"kind": "accompany", "threshold": 0.5, "pianoroll": True}}
 
     def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
         loaded = load(artifact, device)

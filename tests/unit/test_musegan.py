@@ -290,3 +290,17 @@ def test_bad_requests_say_what_to_change(client: TestClient, payload: Any, fragm
 def test_long_melodies_can_be_cut_to_bars(client: TestClient) -> None:
     answer = post(client, {"melody": LONG, "bars": 32, "seed": 1})
     assert answer.status_code == 200 and answer.json()["bars"] == 32
+
+
+def test_the_playground_is_told_to_upload_a_melody_and_play_four_tracks(
+        client: TestClient) -> None:
+    from inference.playground.app import build_payload
+
+    hints = client.get("/info").json()["playground"]
+    assert hints["input"] == "midi" and hints["output"] == "midi"
+    tune = write_midi([Note(p, 1.0) for p in [67, 69, 71, 72]])
+    payload = build_payload(hints, prompt="", seed=4,
+                            midi_base64=base64.b64encode(tune).decode())
+    body = post(client, payload).json()
+    assert [t["name"] for t in body["tracks"]] == list(TRACKS)
+    assert len(read_midi(base64.b64decode(body["midi"])).parts) == 4
