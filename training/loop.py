@@ -87,6 +87,7 @@ def fit(
     log: Callable[[str], None] = print,
     checkpoints: Path | None = None,
     fingerprint: str = "",
+    history: list[dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """Train until the step or time budget runs out; return the final metrics.
 
@@ -94,6 +95,9 @@ def fit(
     every ``checkpoint_interval`` steps and when stopped: a resumed run then continues
     exactly as if it had never stopped (with a time budget, the schedule follows the
     clock, so only step-budgeted runs resume bit for bit).
+
+    With ``history`` (a list), every logged line is appended to it as a dict with its
+    ``step``: the loss curves that evaluation reports plot.
     """
     stop = stop or threading.Event()
     objects = recipe.state_objects() if checkpoints is not None else {}
@@ -135,13 +139,18 @@ def fit(
         if step % cfg.log_interval == 0 or step == 1:
             now = time.monotonic()
             rate = window_count / max(now - window_started, 1e-9)
-            log(format_metrics(step, {**out, "learning_rate": lr, rate_name: rate}))
+            logged = {**out, "learning_rate": lr, rate_name: rate}
+            log(format_metrics(step, logged))
+            if history is not None:
+                history.append({"step": float(step), **logged})
             window_started, window_count = now, 0.0
             metrics[rate_name] = rate
         if step % cfg.eval_interval == 0:
             evaluation = recipe.evaluate()
             metrics.update(evaluation)
             log(format_metrics(step, evaluation))
+            if history is not None:
+                history.append({"step": float(step), **evaluation})
         if step % cfg.checkpoint_interval == 0:
             save()
         if cfg.max_seconds and time.monotonic() - started >= cfg.max_seconds:
@@ -151,6 +160,8 @@ def fit(
         evaluation = recipe.evaluate()
         metrics.update(evaluation)
         log(format_metrics(step, evaluation))
+        if history is not None:
+            history.append({"step": float(step), **evaluation})
     seconds = time.monotonic() - started
     metrics.update({"steps": float(step), "train_seconds": seconds})
     return metrics
