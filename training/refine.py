@@ -9,12 +9,18 @@ and a `feedback` channel (the store's layout: generations/*.json, feedback/*.jso
   policy: loss = -log σ(β [(log π(y_c|x) - log π_ref(y_c|x)) - (log π(y_r|x) -
   log π_ref(y_r|x))]). Without pairs, fine-tuning on the well-rated outputs
   (rating >= min_rating; a preference's chosen output counts as well rated).
-- Image families (gan, vae, rbm, autoencoder): the family's own objective, continued on
-  batches of which `feedback_share` are images people rated well, drawn in proportion to
-  their rating (the judged PNG itself, so exactly what was rated), the rest training
-  images: the model's distribution moves toward what people liked while the training
-  data keeps it anchored. Poorly rated images are not used: maximum-likelihood-style
-  objectives have no honest way to push away from one example.
+- GAN and VAE (generators of images): a small reward model is fit to the ratings (the
+  judged PNGs themselves, so exactly what was rated; a preference counts as a 5 for the
+  chosen and a 1 for the rejected image), and the generator is fine-tuned to raise the
+  reward of its samples (`reward_weight`), each step beside a step of the family's own
+  objective on training images, which keeps the distribution anchored to the data.
+  Re-weighting the likelihood of the model's own samples was tried first and barely
+  moves a generator: its own samples are already what it models best (a VAE's mean ink
+  moved 2% after 100 steps where the reward moves it by well over 5%).
+- RBM and autoencoder (no differentiable sampler): the family's own objective on batches
+  of which `feedback_share` are images rated well, drawn in proportion to their rating,
+  the rest training images. Poorly rated images are not used there: a likelihood or a
+  reconstruction loss has no honest way to push away from one example.
 
 A sequence model's step may add `anchor_weight` times the next-token loss on training
 text, so preference learning does not wander off the data (held-out perplexity is
@@ -58,13 +64,15 @@ class RefineConfig:
     dpo_beta: float = 0.1  # DPO's β: how far the refined policy may move from the reference
     min_rating: int = 4  # ratings at or above this count as well rated (1-5)
     anchor_weight: float = 0.2  # sequence models: weight of next-token loss on training text
-    feedback_share: float = 0.5  # image models: share of each batch drawn from rated images
+    feedback_share: float = 0.5  # rbm, autoencoder: share of each batch from rated images
+    reward_weight: float = 1.0  # gan, vae: weight of the learned reward of generated images
 
     def validate(self) -> None:
         require(self.dpo_beta > 0, "dpo_beta", "must be positive")
         require(1 <= self.min_rating <= 5, "min_rating", "must be between 1 and 5")
         require(self.anchor_weight >= 0, "anchor_weight", "must be 0 or more")
         require(0 < self.feedback_share <= 1, "feedback_share", "must be in (0, 1]")
+        require(self.reward_weight > 0, "reward_weight", "must be positive")
 
 
 def find_artifact(channel: Path) -> Path:
@@ -253,12 +261,25 @@ class ImageRefinement:
 
     def __init__(self, rebuilt: Rebuilt, feedback: FeedbackSet, cfg: RefineConfig,
                  log: Callable[[str], None]) -> None:
-        from training.evaluate import decode_png
-
         self.recipe, self.run, self.cfg = rebuilt.recipe, rebuilt.run, cfg
-        family = rebuilt.family.name
+        self.family = family = rebuilt.family.name
         weights: dict[str, float] = {}
         records: dict[str, GenerationRecord] = {}
+        # Every judgement as a score per image, for a reward model: ratings as given, a
+        # preference's chosen image 5 and its rejected image 1.
+        scores: dict[str, float] = {}
+        all_records: dict[str, GenerationRecord] = {}
+        self.preferred: set[str] = set()
+        for g, rating in feedback.ratings():
+            if g.family == family:
+                scores[g.generation_id] = float(rating)
+                all_records[g.generation_id] = g
+        for chosen_g, rejected_g in feedback.preferences():
+            if chosen_g.family == family:
+                for g, score in ((chosen_g, 5.0), (rejected_g, 1.0)):
+                    scores[g.generation_id] = score
+                    all_records[g.generation_id] = g
+                    self.preferred.add(g.generation_id)
         for g, rating in feedback.ratings():
             if g.family == family and rating >= cfg.min_rating:
                 weights[g.generation_id] = max(weights.get(g.generation_id, 0.0),
@@ -272,28 +293,18 @@ class ImageRefinement:
                 records[g.generation_id] = g
                 chosen += 1
         self.chosen_used = chosen
-        if not weights:
+        if not weights and not scores:
             raise DataError(f"the feedback channel holds no ratings of {cfg.min_rating} or "
                             f"more and no preferences of {family} generations: nothing to "
                             f"refine on")
+        for record in all_records.values():
+            self._image(record)  # every judged image is checked, used or not
+        images = [self._image(record) for record in records.values()]
+        labels = [self._label(record) for record in records.values()]
         spec = self.recipe.spec
-        images, labels = [], []
-        for gid, record in records.items():
-            where = f"generations/{gid}.json"
-            png = record.output.get("png_base64")
-            if not isinstance(png, str):
-                raise FeedbackError(f"{where}: an image generation needs output.png_base64")
-            try:
-                image = decode_png(base64.b64decode(png))
-            except Exception as exc:  # PIL raises several kinds for a bad image
-                raise FeedbackError(f"{where}: output.png_base64 is not a readable PNG "
-                                    f"({exc})") from None
-            if image.shape != (spec.channels, spec.size, spec.size):
-                raise FeedbackError(f"{where}: the image is {tuple(image.shape)}; this model "
-                                    f"makes {(spec.channels, spec.size, spec.size)}")
-            images.append(image)
-            labels.append(self._label(record))
-        self.x = torch.from_numpy(np.stack(images)).to(self.recipe.device)  # (N, C, S, S)
+        shape = (0, spec.channels, spec.size, spec.size)
+        self.x = (torch.from_numpy(np.stack(images)) if images else torch.zeros(shape)
+                  ).to(self.recipe.device)  # (N, C, S, S)
         self.y = torch.tensor(labels, dtype=torch.long, device=self.recipe.device)
         if self.recipe.conditional:  # an unknown class: the feature classifier's guess
             unknown = self.y < 0
@@ -302,12 +313,46 @@ class ImageRefinement:
                 self.y[unknown] = guess.to(self.recipe.device)
             self.y = self.y.clamp(min=0)
         self.w = torch.tensor([weights[g] for g in records], dtype=torch.float)
-        self._train_batch = self.recipe.batch
-        self.recipe.batch = self._mixed_batch  # the family's train_step draws from the mix
-        self.method = "rating-weighted fine-tuning"
-        log(f"refining by {self.method}: {len(records)} rated images "
-            f"({self.ratings_used} ratings >= {cfg.min_rating}, {chosen} preferred), "
-            f"{cfg.feedback_share:.0%} of each batch")
+        self.reward: torch.nn.Module | None = None
+        self.noise = torch.Generator(device=self.recipe.device).manual_seed(self.run.seed + 5)
+        if self.family in ("gan", "vae") and len(set(scores.values())) > 1:
+            judged = torch.from_numpy(np.stack([self._image(all_records[g])
+                                                for g in scores]))
+            self.reward = fit_reward(judged, torch.tensor(list(scores.values())),
+                                     seed=self.run.seed).to(self.recipe.device)
+            self.method = "reward fine-tuning"
+            self.ratings_used = sum(1 for g in scores if g not in self.preferred)
+            log(f"refining by {self.method}: a reward model fit to {len(scores)} judged "
+                f"images, weight {cfg.reward_weight:g}, beside the {self.family}'s own loss")
+        else:
+            if not records:
+                raise DataError(f"the feedback channel holds no ratings of {cfg.min_rating} "
+                                f"or more and no preferences of {family} generations: "
+                                f"nothing to refine on")
+            self._train_batch = self.recipe.batch
+            self.recipe.batch = self._mixed_batch  # the family's train_step draws the mix
+            self.method = "rating-weighted fine-tuning"
+            log(f"refining by {self.method}: {len(records)} rated images "
+                f"({self.ratings_used} ratings >= {cfg.min_rating}, {chosen} preferred), "
+                f"{cfg.feedback_share:.0%} of each batch")
+
+    def _image(self, record: GenerationRecord) -> np.ndarray:
+        from training.evaluate import decode_png
+
+        where = f"generations/{record.generation_id}.json"
+        png = record.output.get("png_base64")
+        if not isinstance(png, str):
+            raise FeedbackError(f"{where}: an image generation needs output.png_base64")
+        try:
+            image = decode_png(base64.b64decode(png))
+        except Exception as exc:  # PIL raises several kinds for a bad image
+            raise FeedbackError(f"{where}: output.png_base64 is not a readable PNG "
+                                f"({exc})") from None
+        spec = self.recipe.spec
+        if image.shape != (spec.channels, spec.size, spec.size):
+            raise FeedbackError(f"{where}: the image is {tuple(image.shape)}; this model "
+                                f"makes {(spec.channels, spec.size, spec.size)}")
+        return image
 
     def _label(self, record: GenerationRecord) -> int:
         classes = list(self.recipe.spec.classes)
@@ -334,19 +379,63 @@ class ImageRefinement:
         return x, y
 
     def state_objects(self) -> dict[str, checkpoint.Stateful]:
-        return self.recipe.state_objects()  # type: ignore[no-any-return]
+        return {**self.recipe.state_objects(), "refine_noise": self.noise}
 
     def train_step(self, lr: float) -> dict[str, float]:
-        return self.recipe.train_step(lr)  # type: ignore[no-any-return]
+        out: dict[str, float] = self.recipe.train_step(lr)  # the family's own loss: the anchor
+        if self.reward is None:
+            return out
+        recipe = self.recipe
+        recipe.model.train()
+        n = self.run.batch_size
+        y = recipe.class_batch(n)
+        if y is not None:
+            y = y[torch.randperm(n, generator=recipe.batches).to(y.device)]
+        if self.family == "gan":
+            images = (recipe.model.generator(recipe.model.noise(n, recipe.noise_rng), y) + 1) / 2
+            optimizer = recipe.g_opt
+        else:
+            z = torch.randn((n, recipe.model.latent_dim), generator=self.noise,
+                            device=recipe.device)
+            images = torch.sigmoid(recipe.model.decode(z, y))  # the decoder's mean images
+            optimizer = recipe.optimizer
+        reward = self.reward(images).mean()
+        optimizer_step(optimizer, -self.cfg.reward_weight * reward, lr=lr,
+                       grad_clip=self.run.grad_clip)
+        out["reward"] = reward.item()
+        return out
 
     def evaluate(self) -> dict[str, float]:
         return self.recipe.evaluate()  # type: ignore[no-any-return]
 
     def lineage(self) -> dict[str, Any]:
         return {"method": self.method, "pairs": self.chosen_used, "ratings": self.ratings_used,
-                "images": len(self.x),
+                "images": len(self.x) if self.reward is None else None,
                 "settings": {"min_rating": self.cfg.min_rating,
-                             "feedback_share": self.cfg.feedback_share}}
+                             "feedback_share": self.cfg.feedback_share,
+                             "reward_weight": self.cfg.reward_weight}}
+
+
+def fit_reward(images: torch.Tensor, scores: torch.Tensor, *, seed: int,
+               steps: int = 300) -> torch.nn.Module:
+    """A small MLP predicting the rating of an image from its pixels: the judge, learned.
+
+    Scores 1-5 are mapped to [-1, 1]; the net is frozen once fit, so the generator is
+    trained against it, never the other way round."""
+    target = ((scores.float() - 3.0) / 2.0).unsqueeze(1)  # (N, 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(images[0].numel(), 32),
+                                  torch.nn.Tanh(), torch.nn.Linear(32, 1))
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-3)
+        for _ in range(steps):
+            loss = F.mse_loss(net(images.float()), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
 
 
 def refinement_for(rebuilt: Rebuilt, feedback: FeedbackSet, cfg: RefineConfig,

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+import torch
 
 from inference.handlers import load_handler
 from tests.conftest import ZEN
@@ -36,6 +38,16 @@ TEXT_REFINE = {"max_steps": "40", "learning_rate": "0.001", "dpo_beta": "0.2"}
 #: Bounds the refinement must stay within.
 PERPLEXITY_RATIO = 1.25  # held-out perplexity after / before
 FID_RATIO = 1.5  # Fréchet distance after / before
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # On a shared, loaded machine torch's threads contend for the cores: one is several
+    # times faster here, and the figures do not depend on it.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _text_dir(root: Path) -> Path:
@@ -90,9 +102,9 @@ def test_dpo_moves_the_word_judge_and_keeps_perplexity(tmp_path: Path) -> None:
     data = _text_dir(tmp_path / "zen")
     model = _train(tmp_path / "train", TEXT_MODEL, data)
     store = LocalFeedbackStore(tmp_path / "store")
-    pairs = judge_texts(model, store, range(0, 240))
+    pairs = judge_texts(model, store, range(0, 180))
     assert pairs >= 10, pairs
-    held_out = range(10_000, 10_120)
+    held_out = range(10_000, 10_100)
     before_share = word_share(model, held_out)
     refined = _train(tmp_path / "refine", TEXT_REFINE, data,
                      channels={"model": model, "feedback": store.root})
@@ -117,10 +129,10 @@ def test_dpo_moves_the_word_judge_and_keeps_perplexity(tmp_path: Path) -> None:
 
 
 #: The image model: a small VAE on the bundled digits (1,797 8×8 images).
-IMAGE_MODEL = {"family": "vae", "latent_dim": "8", "width": "16", "batch_size": "64",
+IMAGE_MODEL = {"family": "vae", "latent_dim": "8", "width": "16", "batch_size": "32",
                "max_steps": "400", "eval_interval": "400", "log_interval": "100",
                "seed": "5"}
-IMAGE_REFINE = {"max_steps": "60", "learning_rate": "0.001", "feedback_share": "0.5"}
+IMAGE_REFINE = {"max_steps": "40", "learning_rate": "0.001"}
 
 
 def _digits(model: Path, seeds: range) -> Iterator[tuple[dict[str, Any], str, np.ndarray]]:
@@ -161,9 +173,7 @@ def test_rating_weighted_vae_gets_bolder_and_keeps_its_fid(tmp_path: Path) -> No
     ink_before, ink_after = mean_ink(model, held_out), mean_ink(refined, held_out)
 
     lineage = json.loads((refined / "genkiln.json").read_text())["lineage"]
-    assert lineage["method"] == "rating-weighted fine-tuning"
-    assert lineage["ratings"] == sum(1 for _ in (store.root / "feedback").glob("*.json")
-                                     if json.loads(_.read_text())["rating"] >= 4)
+    assert lineage["method"] == "reward fine-tuning" and lineage["ratings"] == rated
 
     before = evaluate_artifact(model, log=lambda _: None)
     after = evaluate_artifact(refined, log=lambda _: None)
