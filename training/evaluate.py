@@ -23,6 +23,7 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,7 @@ def generation_metrics(texts: Sequence[str]) -> dict[str, float]:
     unique words and word pairs: low for repetitive text) and mean length in words."""
     words = [t.split() for t in texts]
     unigrams = [w for ws in words for w in ws]
-    bigrams = [pair for ws in words for pair in zip(ws, ws[1:], strict=False)]
+    bigrams = [pair for ws in words for pair in pairwise(ws)]
     return {"sample_distinct_1": len(set(unigrams)) / max(1, len(unigrams)),
             "sample_distinct_2": len(set(bigrams)) / max(1, len(bigrams)),
             "sample_mean_words": len(unigrams) / max(1, len(texts))}
