@@ -23,6 +23,7 @@ import torch
 
 from training.artifact import ArtifactError, annotate_artifact, load_artifact
 from training.checkpoint import CheckpointError
+from training.checkpoint import fingerprint as checkpoint_fingerprint
 from training.config import TrainConfig
 from training.contract import ChannelError, ContractError, OptMl
 from training.data.errors import DataError
@@ -143,9 +144,14 @@ def refine(opt_ml: OptMl, values: Mapping[str, str], stop: threading.Event, *,
     _say(format_metrics(0, before))
     checkpoints = opt_ml.checkpoint_dir if opt_ml.checkpoint_dir.is_dir() else None
     history: list[dict[str, float]] = []
-    metrics = fit(refinement, rebuilt.run, stop=stop, log=_say, checkpoints=checkpoints,
-                  fingerprint=run_fingerprint(rebuilt.run, rebuilt.model_cfg), history=history)
     lineage = parent_lineage(parent, refinement, feedback, before)
+    # A checkpoint resumes only the same refinement: same parent, settings and feedback.
+    fingerprint = checkpoint_fingerprint({
+        "run": run_fingerprint(rebuilt.run, rebuilt.model_cfg),
+        "refine": asdict(refine_cfg), "parent": lineage["parent_sha256"],
+        "feedback": sorted(f.feedback_id for f in feedback.feedback)})
+    metrics = fit(refinement, rebuilt.run, stop=stop, log=_say, checkpoints=checkpoints,
+                  fingerprint=fingerprint, history=history)
     return _export(opt_ml, rebuilt.recipe,
                    config={**asdict(rebuilt.run), **asdict(rebuilt.model_cfg)},
                    metrics=metrics,

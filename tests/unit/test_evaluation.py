@@ -96,3 +96,27 @@ def test_plots_draw_what_they_are_given() -> None:
     roll = piano_roll(notes, primer_length=2, title="m")
     assert roll.count('class="note"') == 3  # the rest draws nothing
     assert roll.count('fill="#999"') == 1  # one pitched primer note, in grey
+
+
+class _TextEndpoint:
+    """Stands in for EndpointClient: answers every prompt with the same words."""
+
+    def generate(self, prompt: str, **parameters: Any) -> list[dict[str, Any]]:
+        return [{"generated_text": " and so on and so on"}]
+
+
+def test_an_endpoint_is_scored_on_its_generations_and_says_so(tmp_path: Path) -> None:
+    from training.evaluate import evaluate_endpoint
+
+    evaluation = evaluate_endpoint(_TextEndpoint(), family="transformer", measured="fake",
+                                   prompts=["A", "B"])
+    assert "val_perplexity" not in evaluation.metrics
+    assert evaluation.metrics["sample_distinct_1"]["value"] == 3 / 12  # and, so, on
+    assert any("logits" in note for note in evaluation.notes)
+    document = json.loads(write_evaluation(evaluation, tmp_path)[0].read_text())
+    assert document["measured"] == "fake" and document["modality"] == "text"
+
+
+def test_cli_needs_the_family_of_an_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--url", "http://127.0.0.1:9"]) == 2
+    assert "--family is required" in capsys.readouterr().err
