@@ -55,8 +55,10 @@ from training.loop import optimizer_step
 from training.rebuild import Rebuilt
 
 #: Settings a refinement starts from, unless the job sets them: a short, gentle run.
-REFINE_DEFAULTS = {"max_steps": "60", "learning_rate": "0.0003", "min_learning_rate": "0.0001",
-                   "warmup_steps": "5", "log_interval": "10", "eval_interval": "1000000"}
+#: The parent's time budget is not inherited: a refinement is budgeted by its own steps.
+REFINE_DEFAULTS = {"max_steps": "60", "max_seconds": "0", "learning_rate": "0.0003",
+                   "min_learning_rate": "0.0001", "warmup_steps": "5", "log_interval": "10",
+                   "eval_interval": "1000000"}
 
 
 @dataclass
@@ -228,6 +230,8 @@ class SequenceRefinement:
         idx = torch.randint(n, (min(self.run.batch_size, n),), generator=self.rng).tolist()
         out: dict[str, float] = {}
         if self.pairs:
+            rows = [self.pairs[i][0] for i in idx] + [self.pairs[i][1] for i in idx]
+            out["tokens"] = float(sum(len(p) + len(c) for p, c in rows))
             chosen = self._logprob([self.pairs[i][0] for i in idx])
             rejected = self._logprob([self.pairs[i][1] for i in idx])
             loss, margins = dpo_loss(chosen, rejected, self.ref_chosen[idx],
@@ -236,12 +240,14 @@ class SequenceRefinement:
                        reward_accuracy=float((margins > 0).float().mean()))
         else:
             x, y, m = _pad([self.liked[i] for i in idx], self.limit, self.recipe.device)
+            out["tokens"] = float(x.numel())
             loss = -(sequence_logprob(model, x, y, m) / m.sum(-1).clamp(min=1)).mean()
             out["sft_loss"] = loss.item()
         if self.cfg.anchor_weight > 0:
             anchor = self._anchor()
             loss = loss + self.cfg.anchor_weight * anchor
             out["train_loss"] = anchor.item()
+            out["tokens"] += self.run.batch_size * self.recipe.window
         optimizer_step(self.recipe.optimizer, loss, lr=lr, grad_clip=self.run.grad_clip)
         return out
 
