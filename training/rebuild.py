@@ -70,7 +70,7 @@ def rebuild(artifact: Artifact, *, train_dir: Path | None, validation_dir: Path 
                         f"give that data again (--data DIR, or a 'train' channel) to rebuild "
                         f"its held-out split")
     run = build(TrainConfig, values)
-    model_cfg = build(family.config_cls, values)
+    model_cfg: Any = build(family.config_cls, values)
     recipe = family.recipe().Recipe(run, model_cfg, train_dir=train_dir,
                                     validation_dir=validation_dir, device=device, log=log)
     _load_weights(artifact, recipe)

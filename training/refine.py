@@ -109,7 +109,7 @@ def _full_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         logits, _ = model(x, x)  # with targets the GPT returns every position's logits
         return logits
     logits, _, _ = model(x)
-    return logits  # type: ignore[no-any-return]
+    return logits
 
 
 def sequence_logprob(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -221,7 +221,7 @@ class SequenceRefinement:
     def _anchor(self) -> torch.Tensor:
         x, y = token_data.windows(self.recipe.train_tokens, self.recipe.batches,
                                   self.run.batch_size, self.recipe.window, self.recipe.device)
-        return self.recipe._loss(x, y)  # type: ignore[no-any-return]
+        return self.recipe._loss(x, y)
 
     def train_step(self, lr: float) -> dict[str, float]:
         model = self.recipe.model
@@ -252,7 +252,7 @@ class SequenceRefinement:
         return out
 
     def evaluate(self) -> dict[str, float]:
-        return self.recipe.evaluate()  # type: ignore[no-any-return]
+        return self.recipe.evaluate()
 
     def lineage(self) -> dict[str, Any]:
         return {"method": self.method, "pairs": len(self.pairs),
@@ -415,7 +415,7 @@ class ImageRefinement:
         return out
 
     def evaluate(self) -> dict[str, float]:
-        return self.recipe.evaluate()  # type: ignore[no-any-return]
+        return self.recipe.evaluate()
 
     def lineage(self) -> dict[str, Any]:
         return {"method": self.method, "pairs": self.chosen_used, "ratings": self.ratings_used,
