@@ -6,6 +6,8 @@
     genkiln deploy [ARTIFACT] --mode container|sagemaker             # an endpoint
     genkiln invoke "prompt" [--url URL | --endpoint NAME] [--stream]
     genkiln playground [--url URL | --endpoint NAME]     # a web page to generate and judge
+    genkiln evaluate [MODEL] [--data DIR] [--output DIR]            # SageMaker: `evaluate`
+    genkiln evaluate --url URL|--endpoint NAME --family F            # a live endpoint
     genkiln data inspect DIR
     genkiln demo                                                       # what `make run` runs
 
@@ -53,12 +55,14 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         return launch_training(args, overrides)
     if args.opt_ml is not None:
         return run_training(OptMl(args.opt_ml), overrides)
-    local_requested = args.data or args.model_dir or args.validation
+    channels = {name: Path(path) for name, path in (("model", args.refine),
+                                                    ("feedback", args.feedback)) if path}
+    local_requested = args.data or args.model_dir or args.validation or channels
     if not local_requested and _in_sagemaker_container():
         return run_training(OptMl.from_environment(), overrides)
     return train_locally(model_dir=args.model_dir or DEFAULT_LOCAL_MODEL_DIR,
                          hyperparameters=overrides, data=args.data,
-                         validation=args.validation)
+                         validation=args.validation, channels=channels)
 
 
 def _list_hyperparameters(family_name: str) -> int:
@@ -143,6 +147,57 @@ def _playground(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- evaluate ------------------------------------------------------------------------
+#: Where a SageMaker processing job (the pipeline's Evaluate step) puts inputs and outputs.
+PROCESSING_MODEL = Path("/opt/ml/processing/model")
+PROCESSING_DATA = Path("/opt/ml/processing/data")
+PROCESSING_OUTPUT = Path("/opt/ml/processing/evaluation")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from inference.client import EndpointClient, EndpointError
+    from training.artifact import ArtifactError
+    from training.contract import ChannelError
+    from training.data.errors import DataError
+    from training.evaluate import evaluate_artifact, evaluate_endpoint, write_evaluation
+    from training.refine import find_artifact
+
+    in_processing_job = args.model is None and PROCESSING_MODEL.is_dir()
+    data = args.data
+    output = args.output
+    if in_processing_job:
+        data = data or (PROCESSING_DATA if PROCESSING_DATA.is_dir() else None)
+        output = output or PROCESSING_OUTPUT
+    output = output or Path("evaluation")
+    try:
+        if args.url or args.endpoint:
+            if not args.family:
+                raise ValueError("--family is required with --url or --endpoint (an "
+                                 "endpoint does not say what it serves)")
+            client = (EndpointClient(endpoint_name=args.endpoint, region_name=args.region)
+                      if args.endpoint else EndpointClient(url=args.url))
+            evaluation = evaluate_endpoint(client, family=args.family,
+                                           measured=args.endpoint or args.url, data=data)
+        else:
+            model = args.model or (PROCESSING_MODEL if in_processing_job else None)
+            if model is None:
+                raise ValueError("give the artifact to evaluate (a folder or model.tar.gz), "
+                                 "or --url/--endpoint")
+            if model.is_dir() and not (model / "genkiln.json").is_file():
+                model = find_artifact(model)  # a processing input holding model.tar.gz
+            evaluation = evaluate_artifact(model, data=data, validation=args.validation,
+                                           device=args.device)
+    except (ArtifactError, ChannelError, DataError, HyperparameterError, EndpointError,
+            ValueError) as exc:
+        print(f"genkiln evaluate: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    json_path, report_path = write_evaluation(evaluation, output)
+    for name, entry in evaluation.metrics.items():
+        print(f"{name}={entry['value']:.6g}")
+    print(f"genkiln: wrote {json_path} and {report_path}")
+    return 0
+
+
 # --- data ----------------------------------------------------------------------------
 def _inspect(args: argparse.Namespace) -> int:
     from training.data.errors import DataError
@@ -186,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-dir", type=Path,
                        help=f"where the artifact goes (default {DEFAULT_LOCAL_MODEL_DIR})")
     train.add_argument("--opt-ml", type=Path, help="run on this SageMaker-style /opt/ml tree")
+    train.add_argument("--refine", type=data_source, help="refine this artifact (folder or "
+                       "model.tar.gz; the job's 'model' channel) on --feedback")
+    train.add_argument("--feedback", type=data_source, help="a feedback store folder "
+                       "(generations/, feedback/; the job's 'feedback' channel)")
     train.add_argument("--list-hyperparameters", action="store_true",
                        help="print every hyperparameter with its default and exit")
     add_training_launch_arguments(train)
@@ -228,6 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
                             help="where the page is served (default 127.0.0.1)")
     playground.add_argument("--port", type=int, default=8000, help="default 8000")
 
+    evaluate = sub.add_parser(
+        "evaluate", help="score a model on held-out data: evaluation.json and report.html")
+    evaluate.add_argument("model", type=Path, nargs="?",
+                          help="artifact folder or model.tar.gz (in a SageMaker processing "
+                               f"job: {PROCESSING_MODEL})")
+    evaluate.add_argument("--data", type=Path, help="the data the model was trained on, when "
+                          "it was not a bundled data set")
+    evaluate.add_argument("--validation", type=Path, help="the held-out data, when training "
+                          "had a validation channel")
+    evaluate.add_argument("--output", type=Path, help="folder for evaluation.json and "
+                          "report.html (default ./evaluation)")
+    evaluate.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    target = evaluate.add_mutually_exclusive_group()
+    target.add_argument("--url", help="score a running server instead of an artifact")
+    target.add_argument("--endpoint", help="score a SageMaker endpoint (uses AWS credentials)")
+    evaluate.add_argument("--region", help="AWS region of the endpoint")
+    evaluate.add_argument("--family", help="the endpoint's model family (with --url/--endpoint)")
+
     data = sub.add_parser("data", help="check data before training")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     inspect = data_sub.add_parser("inspect", help="check a folder holds one type; summarise")
@@ -259,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         return _inspect(args)
     if args.command == "playground":
         return _playground(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     if args.command == "deploy":
         from inference.deploy import deploy
 

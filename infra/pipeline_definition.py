@@ -27,6 +27,9 @@ EVALUATION_FILE = "evaluation.json"  # {"metrics": {"val_loss": {"value": X}}}
 EVALUATION_VALUE_PATH = "metrics.val_loss.value"
 # Where the processing job sees the model and writes its report.
 _MODEL_INPUT = "/opt/ml/processing/model"
+# The training data again: evaluation rebuilds the run's held-out split from it
+# (`genkiln evaluate` reads these paths when it runs as a processing job).
+_DATA_INPUT = "/opt/ml/processing/data"
 _EVALUATION_OUTPUT = "/opt/ml/processing/evaluation"
 _CONTENT_TYPES = ["application/json"]
 
@@ -135,6 +138,11 @@ def _evaluate_step(inputs: PipelineInputs) -> dict[str, Any]:
                 "S3Input": {"S3Uri": _get("Steps.Train.ModelArtifacts.S3ModelArtifacts"),
                             "LocalPath": _MODEL_INPUT, "S3DataType": "S3Prefix",
                             "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"},
+            }, {
+                "InputName": "data",
+                "S3Input": {"S3Uri": _get("Parameters.TrainData"), "LocalPath": _DATA_INPUT,
+                            "S3DataType": "S3Prefix", "S3InputMode": "File",
+                            "S3DataDistributionType": "FullyReplicated"},
             }],
             "ProcessingOutputConfig": {
                 "KmsKeyId": inputs.key_arn,

@@ -82,6 +82,25 @@ def write_artifact(
     return directory
 
 
+def annotate_artifact(directory: Path, **fields: Any) -> None:
+    """Add top-level fields to a written artifact's manifest (the training ``history``, a
+    refinement's ``lineage``). Readers ignore fields they don't know, so the format version
+    stays; the fields the loader checks cannot be replaced this way."""
+    path = Path(directory) / MANIFEST
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    protected = {"format_version", "family", "modality", "model_args", "files"} & set(fields)
+    assert not protected, f"annotate_artifact must not replace {sorted(protected)}"
+    manifest.update(fields)
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def artifact_sha256(directory: Path) -> str:
+    """One digest of an artifact: of its manifest's file checksums, which name every byte
+    the model is made of (the weights, tokenizer, ...)."""
+    manifest = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
+    return hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A verified artifact directory; weights are read on demand."""

@@ -23,14 +23,16 @@ from typing import Any
 import torch
 
 from training import distributed
-from training.artifact import ArtifactError
+from training.artifact import ArtifactError, annotate_artifact, load_artifact
 from training.checkpoint import CheckpointError
+from training.checkpoint import fingerprint as checkpoint_fingerprint
 from training.config import TrainConfig
 from training.contract import ChannelError, ContractError, OptMl
 from training.data.errors import DataError
 from training.distributed import Rendezvous, World
+from training.feedback import FeedbackError
 from training.hyperparameters import HyperparameterError, build, check_known
-from training.loop import Stopped, fit, run_fingerprint, uses_bf16
+from training.loop import Stopped, fit, format_metrics, run_fingerprint, uses_bf16
 from training.models import Family, get_family
 from training.workers import run_workers, write_outcome
 
@@ -38,7 +40,7 @@ log = logging.getLogger("genkiln.train")
 
 #: Errors in what the user gave us: reported as they are, without a traceback.
 USER_ERRORS = (HyperparameterError, DataError, ChannelError, ContractError, ArtifactError,
-               CheckpointError)
+               CheckpointError, FeedbackError)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -113,9 +115,30 @@ def rendezvous(opt_ml: OptMl, family: Family, cfg: TrainConfig) -> Rendezvous | 
                       address=address, port=port)
 
 
+def _refinement_channels(opt_ml: OptMl) -> tuple[Path, Path] | None:
+    """The `model` and `feedback` channels of a refinement job; None for a new model."""
+    model_channel, feedback_channel = opt_ml.channel("model"), opt_ml.channel("feedback")
+    if model_channel is None and feedback_channel is None:
+        return None
+    if model_channel is None or feedback_channel is None:
+        missing = "model" if model_channel is None else "feedback"
+        raise ChannelError(f"refinement needs a 'model' channel (the artifact to refine) "
+                           f"and a 'feedback' channel (the judgements); channel "
+                           f"'{missing}' is missing")
+    return model_channel, feedback_channel
+
+
 def train(opt_ml: OptMl, overrides: Mapping[str, str], stop: threading.Event, *,
           join: Rendezvous | None = None, local_rank: int = 0) -> Path:
-    """Run one training job (or one worker of it) on ``opt_ml``; return the model dir."""
+    """Run one training job (or one worker of it) on ``opt_ml``; return the model dir.
+
+    A job with a `model` and a `feedback` channel refines the model in `model` from the
+    judgements in `feedback` (see `training.refine`) instead of training a new one.
+    """
+    channels = _refinement_channels(opt_ml)
+    if channels is not None:
+        return refine(opt_ml, {**opt_ml.hyperparameters(), **overrides}, stop,
+                      model_channel=channels[0], feedback_channel=channels[1])
     family, cfg, model_cfg = _settings(opt_ml, overrides)
     train_dir = opt_ml.channel("train")
     validation_dir = opt_ml.channel("validation")
@@ -139,19 +162,74 @@ def _train(opt_ml: OptMl, family: Family, cfg: TrainConfig, model_cfg: Any,
     recipe = family.recipe().Recipe(cfg, model_cfg, train_dir=train_dir,
                                     validation_dir=validation_dir, device=device, log=say)
     checkpoints = opt_ml.checkpoint_dir if opt_ml.checkpoint_dir.is_dir() else None
+    history: list[dict[str, float]] = []
     metrics = fit(recipe, cfg, stop=stop, log=say, checkpoints=checkpoints,
-                  fingerprint=run_fingerprint(cfg, model_cfg), device=device)
+                  fingerprint=run_fingerprint(cfg, model_cfg), device=device,
+                  history=history)
     if not world.is_main:
         return opt_ml.model_dir
+    return _export(opt_ml, recipe, config={**asdict(cfg), **asdict(model_cfg)},
+                   metrics=metrics, history=history)
 
+
+def _export(opt_ml: OptMl, recipe: Any, *, config: dict[str, Any], metrics: dict[str, float],
+            history: list[dict[str, float]], **annotations: Any) -> Path:
     opt_ml.model_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".genkiln-staging-",
                                      dir=opt_ml.model_dir.parent) as staging:
-        recipe.export(Path(staging), config={**asdict(cfg), **asdict(model_cfg)},
-                      metrics=metrics)
+        recipe.export(Path(staging), config=config, metrics=metrics)
+        # The logged metrics, for the loss curves of `genkiln evaluate`'s report.
+        annotate_artifact(Path(staging), history=history, **annotations)
         _publish(Path(staging), opt_ml.model_dir)
-    say(f"genkiln: artifact written to {opt_ml.model_dir}")
+    _say(f"genkiln: artifact written to {opt_ml.model_dir}")
     return opt_ml.model_dir
+
+
+def refine(opt_ml: OptMl, values: Mapping[str, str], stop: threading.Event, *,
+           model_channel: Path, feedback_channel: Path) -> Path:
+    """Refine the artifact in ``model_channel`` on the judgements in ``feedback_channel``.
+
+    Refinement runs in one process: its batches of judgements are small.
+    """
+    from training.rebuild import rebuild
+    from training.refine import (
+        REFINE_DEFAULTS,
+        RefineConfig,
+        find_artifact,
+        parent_lineage,
+        read_feedback_channel,
+        refinement_for,
+    )
+
+    parent = load_artifact(find_artifact(model_channel))
+    feedback = read_feedback_channel(feedback_channel)
+    refine_keys = set(RefineConfig.__dataclass_fields__)
+    refine_cfg = build(RefineConfig, {k: v for k, v in values.items() if k in refine_keys})
+    device = _device(values.get("device", "auto").strip('"'))
+    _say(f"genkiln: refining a {parent.family} model ({parent.directory}) on {device} from "
+         f"{len(feedback.feedback)} judgements of {len(feedback.generations)} generations")
+    rebuilt = rebuild(parent, train_dir=opt_ml.channel("train"),
+                      validation_dir=opt_ml.channel("validation"), device=device,
+                      overrides={**REFINE_DEFAULTS, **values}, extra_configs=(RefineConfig,),
+                      log=_say)
+    refinement = refinement_for(rebuilt, feedback, refine_cfg, _say)
+    before = rebuilt.recipe.evaluate()
+    _say(format_metrics(0, before))
+    checkpoints = opt_ml.checkpoint_dir if opt_ml.checkpoint_dir.is_dir() else None
+    history: list[dict[str, float]] = []
+    lineage = parent_lineage(parent, refinement, feedback, before)
+    # A checkpoint resumes only the same refinement: same parent, settings and feedback.
+    fingerprint = checkpoint_fingerprint({
+        "run": run_fingerprint(rebuilt.run, rebuilt.model_cfg),
+        "refine": asdict(refine_cfg), "parent": lineage["parent_sha256"],
+        "feedback": sorted(f.feedback_id for f in feedback.feedback)})
+    metrics = fit(refinement, rebuilt.run, stop=stop, log=_say, checkpoints=checkpoints,
+                  fingerprint=fingerprint, history=history, device=device)
+    return _export(opt_ml, rebuilt.recipe,
+                   config={**asdict(rebuilt.run), **asdict(rebuilt.model_cfg)},
+                   metrics=metrics,
+                   history=[*parent.manifest.get("history", []), *history],
+                   lineage=lineage)
 
 
 def _outcome(work: Callable[[], object]) -> tuple[int, str]:
@@ -174,6 +252,9 @@ def _outcome(work: Callable[[], object]) -> tuple[int, str]:
 
 def _train_here_or_in_workers(opt_ml: OptMl, overrides: Mapping[str, str],
                               stop: threading.Event) -> None:
+    if _refinement_channels(opt_ml) is not None:
+        train(opt_ml, overrides, stop)
+        return
     family, cfg, _ = _settings(opt_ml, overrides)
     join = rendezvous(opt_ml, family, cfg)
     for channel in ("train", "validation"):  # refused here, not once per worker

@@ -42,7 +42,8 @@ DEFAULT_OUTPUTS_FILE = "cdk-outputs.json"
 DEFAULT_FAMILY = "transformer"
 DEFAULT_MODEL_DIR = "artifacts/model"
 # SageMaker channel name -> the `genkiln train` flag that names its data.
-CHANNEL_FLAGS = {"train": "data", "validation": "validation"}
+CHANNEL_FLAGS = {"train": "data", "validation": "validation", "model": "refine",
+                 "feedback": "feedback"}
 # SageMaker's own defaults for a training job: one day of run time.
 DEFAULT_MAX_RUN_S = 24 * 3600
 

@@ -17,14 +17,16 @@ from training.entry import run_training
 
 
 def emulate_opt_ml(root: Path, *, hyperparameters: Mapping[str, str],
-                   data: Path | None = None, validation: Path | None = None) -> OptMl:
-    """Lay out an /opt/ml tree under ``root`` as SageMaker would for one host."""
+                   data: Path | None = None, validation: Path | None = None,
+                   channels: Mapping[str, Path] | None = None) -> OptMl:
+    """Lay out an /opt/ml tree under ``root`` as SageMaker would for one host; ``channels``
+    adds more (a refinement's `model` and `feedback`)."""
     opt_ml = OptMl(Path(root))
     opt_ml.config_dir.mkdir(parents=True, exist_ok=True)
     opt_ml.hyperparameters_path.write_text(
         json.dumps({k: str(v) for k, v in hyperparameters.items()}, indent=2))
-    channels = {name: path for name, path in (("train", data), ("validation", validation))
-                if path is not None}
+    channels = {**{name: path for name, path in (("train", data), ("validation", validation))
+                   if path is not None}, **(channels or {})}
     opt_ml.inputdataconfig_path.write_text(json.dumps({
         name: {"ContentType": "application/octet-stream", "TrainingInputMode": "File",
                "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
@@ -46,11 +48,12 @@ def emulate_opt_ml(root: Path, *, hyperparameters: Mapping[str, str],
 
 
 def train_locally(*, model_dir: Path, hyperparameters: Mapping[str, str],
-                  data: Path | None = None, validation: Path | None = None) -> int:
+                  data: Path | None = None, validation: Path | None = None,
+                  channels: Mapping[str, Path] | None = None) -> int:
     """Train in an emulated /opt/ml; on success copy the artifact to ``model_dir``."""
     with tempfile.TemporaryDirectory(prefix="genkiln-opt-ml-") as root:
         opt_ml = emulate_opt_ml(Path(root), hyperparameters=hyperparameters, data=data,
-                                validation=validation)
+                                validation=validation, channels=channels)
         code = run_training(opt_ml)
         if code == 0:
             model_dir = Path(model_dir)

@@ -105,6 +105,7 @@ def fit(
     checkpoints: Path | None = None,
     fingerprint: str = "",
     device: torch.device | None = None,
+    history: list[dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """Train until the step or time budget runs out; return the final metrics.
 
@@ -116,6 +117,9 @@ def fit(
     In a data-parallel world (see `training.distributed`) every rank runs this loop in
     step: they agree each step on stopping, average metrics over the global batch, and
     only rank 0 evaluates and writes checkpoints; every rank resumes from them.
+
+    With ``history`` (a list), every logged line is appended to it as a dict with its
+    ``step``: the loss curves that evaluation reports plot.
     """
     stop = stop or threading.Event()
     world = distributed.current()
@@ -175,7 +179,10 @@ def fit(
         if step % cfg.log_interval == 0 or step == 1:
             now = time.monotonic()
             rate = window_count / max(now - window_started, 1e-9)
-            log(format_metrics(step, {**out, "learning_rate": lr, rate_name: rate}))
+            logged = {**out, "learning_rate": lr, rate_name: rate}
+            log(format_metrics(step, logged))
+            if history is not None:
+                history.append({"step": float(step), **logged})
             window_started, window_count = now, 0.0
             metrics[rate_name] = rate
         if step % cfg.eval_interval == 0 and world.is_main:
@@ -183,6 +190,8 @@ def fit(
                 evaluation = recipe.evaluate()
             metrics.update(evaluation)
             log(format_metrics(step, evaluation))
+            if history is not None:
+                history.append({"step": float(step), **evaluation})
         if step % cfg.checkpoint_interval == 0:
             save()
     if step % cfg.eval_interval != 0 and world.is_main:
@@ -190,6 +199,8 @@ def fit(
             evaluation = recipe.evaluate()
         metrics.update(evaluation)
         log(format_metrics(step, evaluation))
+        if history is not None:
+            history.append({"step": float(step), **evaluation})
     seconds = time.monotonic() - started
     metrics.update({"steps": float(step), "train_seconds": seconds})
     return metrics

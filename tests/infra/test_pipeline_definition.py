@@ -58,9 +58,17 @@ def test_the_condition_reads_the_file_the_evaluate_step_writes() -> None:
     # The same image runs with the `evaluate` verb, on the trained model.
     assert evaluate["Arguments"]["AppSpecification"] == {
         "ImageUri": INPUTS.image_uri, "ContainerArguments": ["evaluate"]}
-    (model_input,) = evaluate["Arguments"]["ProcessingInputs"]
+    model_input, data_input = evaluate["Arguments"]["ProcessingInputs"]
     assert model_input["S3Input"]["S3Uri"] == {
         "Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
+    # Where `genkiln evaluate` looks in a processing job, and the data training saw.
+    from inference.cli import PROCESSING_DATA, PROCESSING_MODEL, PROCESSING_OUTPUT
+
+    assert model_input["S3Input"]["LocalPath"] == str(PROCESSING_MODEL)
+    assert data_input["S3Input"]["LocalPath"] == str(PROCESSING_DATA)
+    assert data_input["S3Input"]["S3Uri"] == {"Get": "Parameters.TrainData"}
+    (output,) = evaluate["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+    assert output["S3Output"]["LocalPath"] == str(PROCESSING_OUTPUT)
 
 
 def test_parameter_defaults_come_from_settings() -> None:

@@ -48,6 +48,10 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
 
+    def vocabulary(self) -> dict[str, int]:
+        """Token text -> id: two tokenizers with the same vocabulary encode alike."""
+        return dict(self._tok.get_vocab())
+
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text).ids
 
