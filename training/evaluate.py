@@ -45,14 +45,16 @@ TEXT_SAMPLES = 8
 #: metric -> the baselines it is shown against.
 BASELINES = {
     "val_perplexity": ("ngram_perplexity",),
+    "val_bits_per_char": ("ngram_bits_per_char",),
     "val_fid": ("val_fid_floor", "val_fid_untrained"),
     "val_probe_accuracy": ("pixels_probe_accuracy", "sklearn_rbm_probe_accuracy"),
     "val_pll": ("sklearn_rbm_pll", "val_pll_untrained"),
     "val_auroc": ("val_auroc_pca", "val_auroc_untrained"),
 }
 #: Metrics where lower is better (the rest: higher is better, or neither).
-LOWER_IS_BETTER = {"val_loss", "val_perplexity", "ngram_perplexity", "val_fid",
-                   "val_fid_floor", "val_fid_untrained", "val_reconstruction"}
+LOWER_IS_BETTER = {"val_loss", "val_perplexity", "ngram_perplexity", "val_bits_per_char",
+                   "ngram_bits_per_char", "val_fid", "val_fid_floor", "val_fid_untrained",
+                   "val_reconstruction"}
 
 
 @dataclass
@@ -119,16 +121,17 @@ def evaluate_artifact(path: Path, *, data: Path | None = None,
 def _sequence_metrics(recipe: Any, out: Evaluation) -> None:
     recipe.model.eval()
     run = recipe.run
-    generator = torch.Generator().manual_seed(run.seed + 1)  # the windows training scored
-    with torch.no_grad():
-        losses = [recipe._loss(*token_data.windows(recipe.val_tokens, generator,
-                                                   run.batch_size, recipe.window,
-                                                   recipe.device)).item()
-                  for _ in range(run.eval_batches)]
-    mean = sum(losses) / len(losses)
-    std = statistics.stdev(losses) if len(losses) > 1 else None
-    out.put("val_loss", mean, std)
-    out.put("val_perplexity", math.exp(min(mean, 50.0)))
+    # The held-out windows training scored (strided, `token_data.held_out_batches`), so
+    # the loss is the one it logged; the spread is that of the windows' losses.
+    scored = token_data.held_out_batches(
+        recipe._loss, recipe.val_tokens, batches=run.eval_batches * run.batch_size,
+        batch_size=1, length=recipe.window, device=recipe.device)
+    loss = sum(mean * n for mean, n in scored) / max(1, sum(n for _, n in scored))
+    std = statistics.stdev(m for m, _ in scored) if len(scored) > 1 else None
+    out.put("val_loss", loss, std)
+    out.put("val_perplexity", math.exp(min(loss, 50.0)))
+    if recipe.val_characters:
+        out.put("val_bits_per_char", recipe._bits_per_char(loss))
     for name, value in recipe.baseline.items():
         out.put(name, value)
     if getattr(recipe, "modality", "text") == "music":

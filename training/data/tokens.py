@@ -85,29 +85,37 @@ def scored_windows(n_tokens: int, length: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def held_out_loss(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                  tokens: np.ndarray, *, batches: int, batch_size: int,
-                  length: int, device: torch.device) -> dict[str, float]:
-    """Mean next-token loss over the held-out stream (strided, see `scored_windows`).
+def held_out_batches(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                     tokens: np.ndarray, *, batches: int, batch_size: int,
+                     length: int, device: torch.device) -> list[tuple[float, int]]:
+    """(mean loss, targets scored) of each batch of the strided held-out windows.
 
     At most ``batches * batch_size`` windows are run: a longer stream is evaluated on
     windows spread evenly over it, the same ones every time.
     """
-    plan = scored_windows(len(tokens), min(length, len(tokens) - 1))
+    window = min(length, len(tokens) - 1)
+    plan = scored_windows(len(tokens), window)
     limit = batches * batch_size
     if len(plan) > limit:
         plan = [plan[round(i * (len(plan) - 1) / (limit - 1))] for i in range(limit)] \
             if limit > 1 else plan[:1]
-    window = min(length, len(tokens) - 1)
-    total, count = 0.0, 0
+    out = []
     for i in range(0, len(plan), batch_size):
         chunk = plan[i:i + batch_size]
         xy = torch.from_numpy(np.stack([tokens[s:s + window + 1] for s, _ in chunk]))
         x, y = xy[:, :-1].clone(), xy[:, 1:].clone()
         for row, (_, first) in enumerate(chunk):
             y[row, :first] = IGNORE
-        scored = int((y != IGNORE).sum())
-        total += loss(x.to(device), y.to(device)).item() * scored
-        count += scored
-    val_loss = total / max(1, count)
+        out.append((loss(x.to(device), y.to(device)).item(), int((y != IGNORE).sum())))
+    return out
+
+
+def held_out_loss(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                  tokens: np.ndarray, *, batches: int, batch_size: int,
+                  length: int, device: torch.device) -> dict[str, float]:
+    """Mean next-token loss over the held-out stream (strided, see `scored_windows`)."""
+    scored = held_out_batches(loss, tokens, batches=batches, batch_size=batch_size,
+                              length=length, device=device)
+    count = sum(n for _, n in scored)
+    val_loss = sum(mean * n for mean, n in scored) / max(1, count)
     return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
