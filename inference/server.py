@@ -2,21 +2,22 @@
 
 The model loads in a background thread so the port accepts connections at once (SageMaker
 wants them within 250 ms); `/ping` answers 503 until the model is ready and 200 after.
-Generation runs on one worker thread per process, off the event loop, so pings stay
-fast while a request is being served. Every failure reaches the client as a JSON error
-that says what to change, or as a generic 500 whose details stay in the server log.
+Requests run off the event loop, so pings stay fast while they are served: the server
+decodes and validates a request, then hands it to the scheduler (inference.scheduler),
+which admits it or answers 429, batches it with others (continuous batching for text,
+micro-batching for images) and cuts it at its deadline. Every failure reaches the client
+as a JSON error that says what to change, or as a generic 500 whose details stay in the
+server log.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import threading
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from inference.errors import ClientError
 from inference.handlers import Binary, Handler, load_handler
+from inference.scheduler import Scheduler
 from inference.schema import SCHEMA_VERSION
+from inference.settings import ServingSettings
 from training import environment as env
 from training.artifact import ArtifactError, load_artifact
 
@@ -43,7 +46,6 @@ GRACEFUL_SHUTDOWN_SECONDS = 20
 
 JSON_LINES = "application/jsonlines"
 EVENT_STREAM = "text/event-stream"
-_END = object()
 
 
 @dataclass
@@ -52,14 +54,18 @@ class ModelState:
 
     model_dir: Path
     device: str
+    settings: ServingSettings = field(default_factory=ServingSettings)
     handler: Handler | None = None
+    scheduler: Scheduler | None = None
     error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
 
     def load(self) -> None:
         try:
             artifact = load_artifact(self.model_dir)
-            self.handler = load_handler(artifact, self.device)
+            handler = load_handler(artifact, self.device)
+            self.scheduler = Scheduler(handler, self.settings)
+            self.handler = handler
             log.info("model ready: %s from %s on %s", artifact.family, self.model_dir,
                      self.device)
         except ArtifactError as exc:
@@ -116,18 +122,21 @@ def _framing(accept: str | None) -> tuple[str, str, str]:
 
 
 def create_app(model_dir: Path, *, device: str = "cpu",
-               max_request_bytes: int | None = None) -> FastAPI:
+               max_request_bytes: int | None = None,
+               settings: ServingSettings | None = None) -> FastAPI:
     limit = max_request_bytes or int(os.environ.get(env.GENKILN_MAX_REQUEST_BYTES,
                                                     MAX_REQUEST_BYTES))
-    state = ModelState(model_dir=Path(model_dir), device=device)
-    # One model, one generation at a time: requests queue in arrival order.
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genkiln-generate")
+    # One model per process; the settings come from the environment unless given.
+    state = ModelState(model_dir=Path(model_dir), device=device,
+                       settings=settings or ServingSettings.from_env())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=state.load, name="genkiln-load", daemon=True).start()
+        loader = threading.Thread(target=state.load, name="genkiln-load", daemon=True)
+        loader.start()
         yield
-        worker.shutdown(wait=True, cancel_futures=True)
+        if state.scheduler is not None:
+            state.scheduler.close()
 
     app = FastAPI(title="genkiln", version=SCHEMA_VERSION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
@@ -158,18 +167,17 @@ def create_app(model_dir: Path, *, device: str = "cpu",
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
-        handler = state.handler
-        if handler is None:
+        handler, scheduler = state.handler, state.scheduler
+        if handler is None or scheduler is None:
             return _error(ClientError("the model is not loaded yet; retry when /ping is 200",
                                       status=503, error_type="overloaded"))
         try:
             body = await _read_body(request, limit)
             payload = _parse_json(body, request.headers.get("content-type"))
             decoded = handler.decode(payload, request.headers.get("accept"))
-            loop = asyncio.get_running_loop()
             if handler.wants_stream(decoded):
-                return _stream(handler, decoded, request.headers.get("accept"), worker)
-            result = await loop.run_in_executor(worker, handler.predict, decoded)
+                return await _stream(scheduler, decoded, request.headers.get("accept"))
+            result = await scheduler.predict(decoded)
             if isinstance(result, Binary):
                 return Response(result.body, media_type=result.media_type)
             return JSONResponse(result)
@@ -186,34 +194,37 @@ def create_app(model_dir: Path, *, device: str = "cpu",
     return app
 
 
-def _stream(handler: Handler, request: Any, accept: str | None,
-            worker: ThreadPoolExecutor) -> StreamingResponse:
+async def _stream(scheduler: Scheduler, request: Any, accept: str | None
+                  ) -> StreamingResponse:
+    """A chunked stream of the scheduler's events. The first event is awaited here, so a
+    request refused before it starts (429, a deadline) still gets its status code."""
     media_type, prefix, end = _framing(accept)
-    cancelled = threading.Event()
+    events = scheduler.stream(request)
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await events.aclose()
+        raise
+
+    def line(event: Any) -> bytes:
+        return (prefix + json.dumps(event, separators=(",", ":")) + end).encode()
 
     async def lines() -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        def produce() -> None:
-            try:
-                for event in handler.stream(request, cancelled):
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
-            except Exception:
-                incident = uuid.uuid4().hex[:12]
-                log.exception("streamed generation failed (incident %s)", incident)
-                loop.call_soon_threadsafe(queue.put_nowait, {
-                    "error": f"internal error while generating (incident {incident})",
-                    "error_type": "generation"})
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _END)
-
-        loop.run_in_executor(worker, produce)
         try:
-            while (event := await queue.get()) is not _END:
-                yield (prefix + json.dumps(event, separators=(",", ":")) + end).encode()
+            if first is None:
+                return
+            yield line(first)
+            async for event in events:
+                yield line(event)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("streamed generation failed (incident %s)", incident)
+            yield line({"error": f"internal error while generating (incident {incident})",
+                        "error_type": "generation"})
         finally:
-            cancelled.set()  # the client went away: stop generating for it
+            await events.aclose()  # the client went away, or the stream ended
 
     return StreamingResponse(lines(), media_type=media_type)
 
