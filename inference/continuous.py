@@ -106,7 +106,7 @@ class ContinuousBatcher:
                     self._rows.clear()
                     self._waiting.clear()
                     break
-                admitted = []
+                admitted: list[Sequence] = []
                 while self._waiting and len(self._rows) + len(admitted) < self.slots:
                     admitted.append(self._waiting.popleft())
             try:

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -147,7 +147,7 @@ class Scheduler:
         return [job.generation() for job in jobs]
 
     # --- streams -----------------------------------------------------------------
-    async def stream(self, decoded: Any) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, decoded: Any) -> AsyncGenerator[dict[str, Any], None]:
         """Events of a streamed request. Admission and errors before the first event
         raise, so the server can still answer with a status code."""
         deadline = self._admit()

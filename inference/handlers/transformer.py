@@ -160,8 +160,8 @@ class TextGenerationHandler:
                  settings: ServingSettings | None = None) -> None:
         self.settings = settings or ServingSettings.from_env()
         model, self.tokenizer = self._load(artifact, device)
-        self.model = serving_precision(model, self.settings.precision)
-        self.context_limit = self.model.context_limit
+        self.model: Any = serving_precision(model, self.settings.precision)
+        self.context_limit: int = model.context_limit
         self.device = device
         self.threads = fit_threads(self._decode_probe)
         self._solo: ContinuousBatcher | None = None  # predict()/stream() outside a server

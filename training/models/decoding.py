@@ -15,13 +15,13 @@ own length, and a padding mask hides the positions a shorter row has not filled.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
 
 from training.models.rnn import SequenceRNN
-from training.models.transformer import GPT
+from training.models.transformer import GPT, Block
 
 
 class SlotDecoder(Protocol):
@@ -70,7 +70,7 @@ class GPTSlots:
         C, nh = self.n_embd, self.n_head
         idx = torch.tensor([list(prompt)], device=self.k.device)  # (1, T)
         x = m.wte(idx) + m.wpe(self.positions[:T])  # (1, T, C)
-        for i, block in enumerate(m.h):
+        for i, block in enumerate(cast(list[Block], m.h)):
             attn = block.attn
             q, k, v = attn.c_attn(block.ln_1(x)).split(C, dim=2)
             q = q.view(1, T, nh, C // nh).transpose(1, 2)  # (1, nh, T, hs)
@@ -96,7 +96,7 @@ class GPTSlots:
         mask = (self.positions[:T][None, :] <= pos[:, None])[:, None, None, :]  # (B,1,1,T)
         idx = torch.tensor(tokens, device=self.k.device).view(B, 1)
         x = m.wte(idx) + m.wpe(pos).unsqueeze(1)  # (B, 1, C)
-        for i, block in enumerate(m.h):
+        for i, block in enumerate(cast(list[Block], m.h)):
             attn = block.attn
             q, k, v = attn.c_attn(block.ln_1(x)).split(C, dim=2)
             q = q.view(B, 1, nh, C // nh).transpose(1, 2)  # (B, nh, 1, hs)
