@@ -33,6 +33,7 @@ from inference.handlers import Binary, Handler, load_handler
 from inference.scheduler import Scheduler
 from inference.schema import SCHEMA_VERSION
 from inference.settings import ServingSettings
+from inference.threads import one_model_per_process
 from training import environment as env
 from training.artifact import ArtifactError, load_artifact
 
@@ -241,6 +242,7 @@ def serve(model_dir: Path, *, host: str = "0.0.0.0", port: int | None = None,
     level = os.environ.get(env.GENKILN_LOG_LEVEL, "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     port = port or int(os.environ.get(env.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
+    one_model_per_process()
     app = create_app(model_dir, device=pick_device(device))
     config = uvicorn.Config(app, host=host, port=port, log_level=level.lower(),
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
