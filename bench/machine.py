@@ -91,17 +91,18 @@ class Report:
     def __init__(self, name: str, title: str) -> None:
         self.name = name
         self.lines: list[str] = []
+        RESULTS.mkdir(exist_ok=True)
+        # Written as lines come, so a run cut short still leaves what it measured.
+        self.path = RESULTS / f"{name}-{datetime.now(UTC):%Y%m%d-%H%M}.txt"
         self.add(f"# {title}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
         self.add(f"# {describe()}")
 
     def add(self, line: str = "") -> None:
         print(line, flush=True)
         self.lines.append(line)
+        self.path.write_text("\n".join(self.lines) + "\n")
 
     def save(self) -> Path:
         self.add(f"# load average at the end {load_average()}")
-        RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"{self.name}-{datetime.now(UTC):%Y%m%d-%H%M}.txt"
-        out.write_text("\n".join(self.lines) + "\n")
-        print(f"saved {out}")
-        return out
+        print(f"saved {self.path}")
+        return self.path

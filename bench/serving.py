@@ -341,29 +341,31 @@ def text_serving(report: Report, root: Path, threads: int, quick: bool) -> None:
 
 def image_serving(report: Report, root: Path, threads: int, quick: bool,
                   torchserve: bool) -> None:
-    digit = next(iter(sorted((root / "digits").rglob("*.png")))) if (root / "digits").exists() \
-        else None
-    if digit is None:
-        from tests.conftest import write_digit_pngs  # a few real 8x8 digits as PNG files
+    import io
 
-        write_digit_pngs(root / "digits", classes=(3,), per_class=1)
-        digit = next(iter(sorted((root / "digits").rglob("*.png"))))
-    image = base64.b64encode(digit.read_bytes()).decode()
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    pixels = (load_digits().images[0] / 16.0 * 255).round().astype("uint8")  # a real 8x8 digit
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, format="PNG")
+    image = base64.b64encode(png.getvalue()).decode()
     cases = {"autoencoder score": ("autoencoder", {"kind": "score", "image": image}),
              "gan sample": ("gan", {"kind": "sample", "n": 1, "seed": 1})}
     total = 200 if quick else 1000
     report.add("")
-    report.add(f"small models on /invocations, {total} requests per row, one worker each")
+    report.add(f"small models on /invocations, {total} requests per row, one worker and one "
+               f"intra-op thread each (what genkiln's thread fit picks for models this small)")
     report.add(f"{'model':<18} {'server':<11} {'conc':>4} {'req/s':>8} {'p50 ms':>8} "
                f"{'p99 ms':>8} {'vs TorchServe':>13}")
     for label, (family, payload) in cases.items():
         artifact = image_artifact(root, family)
-        ours = Server(artifact, {"GENKILN_NUM_THREADS": str(threads)}, root / f"{family}.log")
+        ours = Server(artifact, {"GENKILN_NUM_THREADS": "1"}, root / f"{family}.log")
         theirs: TorchServe | None = None
         note = ""
         if torchserve:
             try:
-                theirs = TorchServe(family, artifact, root / f"ts-{family}", threads)
+                theirs = TorchServe(family, artifact, root / f"ts-{family}", 1)
                 theirs.wait_ready(payload)
             except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
                 note = f"TorchServe row skipped: {exc}"
