@@ -303,30 +303,33 @@ def hf_batch1_rate(vocab: int, new: int) -> float:
 
 
 # --- the benchmarks ---------------------------------------------------------------------
-def text_serving(report: Report, root: Path, threads: int, quick: bool) -> None:
+def text_serving(report: Report, root: Path, threads: int, quick: bool,
+                 levels: list[int], new_tokens: int) -> None:
     artifact = text_artifact(root)
     vocab = load_artifact(artifact).model_args["vocab_size"]
-    env = {"GENKILN_NUM_THREADS": str(threads), "GENKILN_MAX_BATCH_SIZE": "32"}
+    # No deadline cuts here: with batching off, 32 clients queue for minutes on a small CPU.
+    env = {"GENKILN_NUM_THREADS": str(threads), "GENKILN_MAX_BATCH_SIZE": "32",
+           "GENKILN_REQUEST_TIMEOUT_SECONDS": "3600"}
     servers = {"on": Server(artifact, {**env, "GENKILN_BATCHING": "on"}, root / "on.log"),
                "off": Server(artifact, {**env, "GENKILN_BATCHING": "off"}, root / "off.log")}
     try:
         report.add(f"cold start, process start to first /ping 200 (GPT-2 shape, "
                    f"{threads} threads): batching on {servers['on'].cold_start:.2f} s, "
                    f"off {servers['off'].cold_start:.2f} s")
-        offline = offline_batch_rate(artifact, 32, NEW_TOKENS)
-        hf1 = hf_batch1_rate(vocab, NEW_TOKENS)
+        offline = offline_batch_rate(artifact, 32, new_tokens)
+        hf1 = hf_batch1_rate(vocab, new_tokens)
         report.add(f"offline references: genkiln batch-32 decode {offline:.0f} tokens/s; "
                    f"HF generate batch 1 {hf1:.1f} tokens/s")
         report.add("")
-        report.add(f"streaming clients, {NEW_TOKENS} new tokens per request (sampled, seeded)")
+        report.add(f"streaming clients, {new_tokens} new tokens per request (sampled, seeded)")
         report.add(f"{'clients':>7} {'batching':>8} {'tokens/s':>9} {'vs off':>7} "
                    f"{'vs HF b1':>8} {'of offline b32':>14} {'TTFT p50':>9} {'TTFT p99':>9}")
-        for clients in (1, 8, 32):
+        for clients in levels:
             per_client = (2 if quick else 4) if clients < 32 else (1 if quick else 2)
             results = {}
             for mode in ("on", "off"):  # in turn, so load bursts hit both
                 rate, ttft = asyncio.run(stream_load(servers[mode].url, clients, per_client,
-                                                     NEW_TOKENS))
+                                                     new_tokens))
                 results[mode] = (rate, ttft)
             for mode, (rate, ttft) in results.items():
                 report.add(f"{clients:>7} {mode:>8} {rate:>9.1f} "
@@ -407,13 +410,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-torchserve", action="store_true")
     parser.add_argument("--only", choices=["text", "images"], default=None)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32],
+                        help="concurrent streaming clients, one row each")
+    parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     report = Report("serving", "serving bench (issue 6: 2, 3 and 4)")
     with tempfile.TemporaryDirectory(prefix="genkiln-bench-") as tmp:
         root = Path(tmp)
         if args.only in (None, "text"):
-            text_serving(report, root, args.threads, args.quick)
+            text_serving(report, root, args.threads, args.quick, args.clients, args.new_tokens)
         if args.only in (None, "images"):
             image_serving(report, root, args.threads, args.quick, not args.skip_torchserve)
     report.save()
