@@ -90,6 +90,13 @@ COPY .ci/image/entrypoint.sh /usr/local/bin/genkiln-entrypoint
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
+# One model per process; its intra-op threads are set from the cores the container may
+# use when the model loads (inference/threads.py, GENKILN_NUM_THREADS overrides). OpenMP:
+# a fixed team (no dynamic resizing), and idle threads that stop spinning after ~10k
+# iterations instead of GNU OpenMP's 300k, so between two decode steps they leave the
+# cores to the event loop and the other requests' work.
+ENV OMP_DYNAMIC=FALSE \
+    GOMP_SPINCOUNT=10000
 
 WORKDIR /opt/ml
 EXPOSE 8080

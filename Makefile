@@ -36,9 +36,12 @@ lint: setup
 	$(BIN)/mypy
 
 ## Side-by-side speed against the tools users would pick instead (not part of the tests).
+## BENCH_FLAGS=--quick for a short run; results are saved under bench/results/.
+BENCH_FLAGS ?=
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/transformer.py
+	$(BIN)/python -m bench.transformer $(BENCH_FLAGS)
+	$(BIN)/python -m bench.serving $(BENCH_FLAGS)
 
 ## The project image, built without pulling any image (debootstrap base, local CPU torch
 ## wheel, this host's CA certificates); starts dockerd when it is not running. With

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = "1"
 
-FinishReason = Literal["length", "eos_token", "stop_sequence"]
+#: "deadline": cut at the server's request timeout (GENKILN_REQUEST_TIMEOUT_SECONDS).
+FinishReason = Literal["length", "eos_token", "stop_sequence", "deadline"]
 
 
 class GenerateParameters(BaseModel):

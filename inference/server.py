@@ -2,9 +2,14 @@
 
 The model loads in a background thread so the port accepts connections at once (SageMaker
 wants them within 250 ms); `/ping` answers 503 until the model is ready and 200 after.
-Generation runs on one worker thread per process, off the event loop, so pings stay
-fast while a request is being served. Every failure reaches the client as a JSON error
-that says what to change, or as a generic 500 whose details stay in the server log.
+Requests run off the event loop, so pings stay fast while they are served: the server
+decodes and validates a request, then hands it to the scheduler (inference.scheduler),
+which admits it or answers 429, batches it with others (continuous batching for text,
+micro-batching for images) and cuts it at its deadline. Around it, `inference.capture`
+names every generation and records it in the feedback store, and `/invocations` also
+takes judgements of them (`{"feedback": ...}`). Every failure reaches the client as a
+JSON error that says what to change, or as a generic 500 whose details stay in the
+server log.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from inference.errors import ClientError
 from inference.feedback_store import FeedbackStore, store_from_environment
 from inference.handlers import Binary, Handler, load_handler
 from inference.playground.hints import playground_hints
+from inference.scheduler import Scheduler
 from inference.schema import SCHEMA_VERSION
+from inference.settings import ServingSettings
+from inference.threads import one_model_per_process
 from training import environment as env
 from training.artifact import ArtifactError, load_artifact
 
@@ -46,7 +54,6 @@ GRACEFUL_SHUTDOWN_SECONDS = 20
 
 JSON_LINES = "application/jsonlines"
 EVENT_STREAM = "text/event-stream"
-_END = object()
 
 
 @dataclass
@@ -55,14 +62,18 @@ class ModelState:
 
     model_dir: Path
     device: str
+    settings: ServingSettings = field(default_factory=ServingSettings)
     handler: Handler | None = None
+    scheduler: Scheduler | None = None
     error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
 
     def load(self) -> None:
         try:
             artifact = load_artifact(self.model_dir)
-            self.handler = load_handler(artifact, self.device)
+            handler = load_handler(artifact, self.device)
+            self.scheduler = Scheduler(handler, self.settings)
+            self.handler = handler
             log.info("model ready: %s from %s on %s", artifact.family, self.model_dir,
                      self.device)
         except ArtifactError as exc:
@@ -134,12 +145,13 @@ def _record(store: FeedbackStore | None, records: list[Any]) -> None:
 
 def create_app(model_dir: Path, *, device: str = "cpu",
                max_request_bytes: int | None = None,
+               settings: ServingSettings | None = None,
                feedback_store: FeedbackStore | None = _FROM_ENVIRONMENT) -> FastAPI:
     limit = max_request_bytes or int(os.environ.get(env.GENKILN_MAX_REQUEST_BYTES,
                                                     MAX_REQUEST_BYTES))
-    state = ModelState(model_dir=Path(model_dir), device=device)
-    # One model, one generation at a time: requests queue in arrival order.
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genkiln-generate")
+    # One model per process; the settings come from the environment unless given.
+    state = ModelState(model_dir=Path(model_dir), device=device,
+                       settings=settings or ServingSettings.from_env())
     # Records are written beside generation, never in its way.
     store = store_from_environment() if feedback_store is _FROM_ENVIRONMENT else feedback_store
     recorder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="genkiln-feedback")
@@ -147,9 +159,11 @@ def create_app(model_dir: Path, *, device: str = "cpu",
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=state.load, name="genkiln-load", daemon=True).start()
+        loader = threading.Thread(target=state.load, name="genkiln-load", daemon=True)
+        loader.start()
         yield
-        worker.shutdown(wait=True, cancel_futures=True)
+        if state.scheduler is not None:
+            state.scheduler.close()
         recorder.shutdown(wait=True)
 
     app = FastAPI(title="genkiln", version=SCHEMA_VERSION, lifespan=lifespan,
@@ -186,7 +200,8 @@ def create_app(model_dir: Path, *, device: str = "cpu",
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
-        handler = state.handler  # feedback and info need no model; generation waits for it
+        # Feedback and info need no model; generation waits for it.
+        handler, scheduler = state.handler, state.scheduler
         try:
             body = await _read_body(request, limit)
             payload = _parse_json(body, request.headers.get("content-type"))
@@ -197,7 +212,7 @@ def create_app(model_dir: Path, *, device: str = "cpu",
                 return JSONResponse(judged)
             if capture.is_info(payload):  # /info for callers that reach only /invocations
                 return describe()
-            if handler is None:
+            if handler is None or scheduler is None:
                 return _error(ClientError("the model is not loaded yet; retry when /ping is "
                                           "200", status=503, error_type="overloaded"))
             pending = capture.begin(
@@ -206,10 +221,10 @@ def create_app(model_dir: Path, *, device: str = "cpu",
                 text=hasattr(handler, "tokenizer"))
             decoded = handler.decode(pending.payload, request.headers.get("accept"))
             if handler.wants_stream(decoded):
-                return _stream(handler, decoded, request.headers.get("accept"), worker,
-                               pending, lambda records: loop.run_in_executor(
-                                   recorder, _record, store, records))
-            result = await loop.run_in_executor(worker, handler.predict, decoded)
+                return await _stream(scheduler, decoded, request.headers.get("accept"),
+                                     pending, lambda records: loop.run_in_executor(
+                                         recorder, _record, store, records))
+            result = await scheduler.predict(decoded)
             if isinstance(result, Binary):
                 pending.finish(result.body, result.media_type)
                 answer: Response = Response(result.body, media_type=result.media_type,
@@ -231,39 +246,46 @@ def create_app(model_dir: Path, *, device: str = "cpu",
     return app
 
 
-def _stream(handler: Handler, request: Any, accept: str | None,
-            worker: ThreadPoolExecutor, pending: capture.Pending,
-            record: Callable[[list[Any]], Awaitable[None]]) -> StreamingResponse:
+async def _stream(scheduler: Scheduler, request: Any, accept: str | None,
+                  pending: capture.Pending,
+                  record: Callable[[list[Any]], Awaitable[None]]) -> StreamingResponse:
+    """A chunked stream of the scheduler's events. The first event is awaited here, so a
+    request refused before it starts (429, a deadline) still gets its status code. The
+    final event names the generation, which is recorded before the caller sees it."""
     media_type, prefix, end = _framing(accept)
-    cancelled = threading.Event()
+    events = scheduler.stream(request)
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await events.aclose()
+        raise
+
+    def line(event: Any) -> bytes:
+        return (prefix + json.dumps(event, separators=(",", ":")) + end).encode()
+
+    async def finished(event: Any) -> Any:
+        event = pending.finish_event(event)
+        if pending.records:  # the final event
+            records, pending.records = pending.records, []
+            await record(records)
+        return event
 
     async def lines() -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        def produce() -> None:
-            try:
-                for event in handler.stream(request, cancelled):
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
-            except Exception:
-                incident = uuid.uuid4().hex[:12]
-                log.exception("streamed generation failed (incident %s)", incident)
-                loop.call_soon_threadsafe(queue.put_nowait, {
-                    "error": f"internal error while generating (incident {incident})",
-                    "error_type": "generation"})
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _END)
-
-        loop.run_in_executor(worker, produce)
         try:
-            while (event := await queue.get()) is not _END:
-                event = pending.finish_event(event)
-                if pending.records:  # the final event: recorded before the caller sees it
-                    records, pending.records = pending.records, []
-                    await record(records)
-                yield (prefix + json.dumps(event, separators=(",", ":")) + end).encode()
+            if first is None:
+                return
+            yield line(await finished(first))
+            async for event in events:
+                yield line(await finished(event))
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("streamed generation failed (incident %s)", incident)
+            yield line({"error": f"internal error while generating (incident {incident})",
+                        "error_type": "generation"})
         finally:
-            cancelled.set()  # the client went away: stop generating for it
+            await events.aclose()  # the client went away, or the stream ended
 
     return StreamingResponse(lines(), media_type=media_type, headers=pending.headers())
 
@@ -280,6 +302,7 @@ def serve(model_dir: Path, *, host: str = "0.0.0.0", port: int | None = None,
     level = os.environ.get(env.GENKILN_LOG_LEVEL, "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     port = port or int(os.environ.get(env.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
+    one_model_per_process()
     app = create_app(model_dir, device=pick_device(device))
     config = uvicorn.Config(app, host=host, port=port, log_level=level.lower(),
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,

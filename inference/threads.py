@@ -20,13 +20,21 @@ from training import environment as env
 log = logging.getLogger("genkiln.serve")
 
 
+def available_cores() -> int:
+    """Cores this process may run on: its CPU affinity (a container's cpuset), else all."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def fit_threads(probe: Callable[[], object], *, rounds: int = 3) -> int:
     """Set torch's intra-op threads to the faster of 1 and all cores for ``probe``."""
     forced = os.environ.get(env.GENKILN_NUM_THREADS)
     if forced:
         torch.set_num_threads(int(forced))
         return int(forced)
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     candidates = sorted({1, cores})
     best: dict[int, float] = {}
     probe()  # warm-up: first calls allocate and pick kernels
@@ -42,3 +50,12 @@ def fit_threads(probe: Callable[[], object], *, rounds: int = 3) -> int:
     log.info("decode threads: %d (probe %s)", chosen,
              ", ".join(f"{t}: {s * 1000:.1f} ms" for t, s in sorted(best.items())))
     return chosen
+
+
+def one_model_per_process() -> None:
+    """One inter-op thread: the process serves one model, whose operators run one after
+    another; parallelism comes from the intra-op threads and from batching requests."""
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set, or inter-op work already ran: leave it
+        log.debug("inter-op threads already fixed at %d", torch.get_num_interop_threads())

@@ -30,6 +30,20 @@ GENKILN_MAX_REQUEST_BYTES = "GENKILN_MAX_REQUEST_BYTES"
 GENKILN_NUM_THREADS = "GENKILN_NUM_THREADS"
 #: Log level for the server and training ("INFO" by default).
 GENKILN_LOG_LEVEL = "GENKILN_LOG_LEVEL"
+#: Requests in flight (decoding + waiting) before /invocations answers 429 (TGI's
+#: max_concurrent_requests).
+GENKILN_MAX_CONCURRENT_REQUESTS = "GENKILN_MAX_CONCURRENT_REQUESTS"
+#: Sequences decoded together (text) or requests run as one batch (images).
+GENKILN_MAX_BATCH_SIZE = "GENKILN_MAX_BATCH_SIZE"
+#: "on" (default) or "off": off decodes one request at a time, in arrival order.
+GENKILN_BATCHING = "GENKILN_BATCHING"
+#: How long an image request waits for others to share its batch, in milliseconds.
+GENKILN_BATCH_WAIT_MS = "GENKILN_BATCH_WAIT_MS"
+#: Seconds a request may take before it is cut (SageMaker gives /invocations 60 s).
+GENKILN_REQUEST_TIMEOUT_SECONDS = "GENKILN_REQUEST_TIMEOUT_SECONDS"
+#: Weights the Transformer serves with: "fp32" (default), "bf16" or "int8" (weight-only
+#: dynamic quantization of the Linear layers).
+GENKILN_SERVING_PRECISION = "GENKILN_SERVING_PRECISION"
 
 # --- feedback capture (inference/feedback_store.py) ---
 #: "off" records nothing; anything else (or unset) records generations and feedback.

@@ -41,3 +41,15 @@ class AutoencoderHandler(ImageHandler):
         error = float(self.model.reconstruction_error(x)[0])
         return {"reconstruction_error": error, "threshold": self.threshold,
                 "threshold_percentile": self.percentile, "anomaly": error > self.threshold}
+
+    def encode_batch(self, group: list[Decoded], generators: list[torch.Generator]
+                     ) -> list[dict[str, Any]]:
+        codes = self.model.encode(torch.cat([d.images[0] for d in group]))  # (B, latent)
+        return [{"latent": [round(float(v), 6) for v in code]} for code in codes]
+
+    def score_batch(self, group: list[Decoded], generators: list[torch.Generator]
+                    ) -> list[dict[str, Any]]:
+        errors = self.model.reconstruction_error(torch.cat([d.images[0] for d in group]))
+        return [{"reconstruction_error": float(e), "threshold": self.threshold,
+                 "threshold_percentile": self.percentile, "anomaly": float(e) > self.threshold}
+                for e in errors]

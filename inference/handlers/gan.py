@@ -27,3 +27,12 @@ class GANHandler(ImageHandler):
         n = decoded.request.n
         images = self.model.sample(n, self.classes_for(decoded, n), generator)
         return images, {"class": decoded.label}
+
+    def sample_batch(self, group: list[Decoded], generators: list[torch.Generator]
+                     ) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+        sizes = [d.request.n for d in group]  # type: ignore[attr-defined]
+        z = torch.cat([self.model.noise(n, g) for n, g in zip(sizes, generators, strict=True)])
+        classes = [self.classes_for(d, n) for d, n in zip(group, sizes, strict=True)]
+        y = None if classes[0] is None else torch.cat(classes)  # type: ignore[arg-type]
+        return self.split(self.model.render(z, y), sizes,
+                          [{"class": d.label} for d in group])

@@ -166,10 +166,34 @@ class ImageHandler:
 
     # --- predict -----------------------------------------------------------------
     def predict(self, decoded: Decoded) -> Any:
-        generator = torch.Generator(device=self.device).manual_seed(decoded.seed)
-        kind = decoded.request.kind
+        [result] = self.predict_batch([decoded])
+        return result
+
+    def predict_batch(self, batch: list[Decoded]) -> list[Any]:
+        """Answer several requests, running each kind's requests as one forward pass where
+        the family offers `<kind>_batch`. Each request draws its noise from its own seeded
+        generator, in the order it would alone, so its answer is the one it gets alone."""
+        results: list[Any] = [None] * len(batch)
+        by_kind: dict[str, list[int]] = {}
+        for i, decoded in enumerate(batch):
+            by_kind.setdefault(decoded.request.kind, []).append(i)
         with torch.inference_mode():
-            result = getattr(self, kind)(decoded, generator)
+            for kind, indices in by_kind.items():
+                group = [batch[i] for i in indices]
+                generators = [torch.Generator(device=self.device).manual_seed(d.seed)
+                              for d in group]
+                together = getattr(self, f"{kind}_batch", None)
+                if together is not None and len(group) > 1:
+                    raws = together(group, generators)
+                else:
+                    raws = [getattr(self, kind)(d, g)
+                            for d, g in zip(group, generators, strict=True)]
+                for i, decoded, raw in zip(indices, group, raws, strict=True):
+                    results[i] = self._answer(decoded, raw)
+        return results
+
+    def _answer(self, decoded: Decoded, result: Any) -> Any:
+        kind = decoded.request.kind
         head = {"kind": kind, "seed": decoded.seed}
         if kind not in self.image_kinds:
             return {**head, **result}
@@ -179,6 +203,12 @@ class ImageHandler:
             return Binary(encode_png(array[0] if len(array) == 1 else grid(array)), PNG)
         encoded = [base64.b64encode(encode_png(i)).decode("ascii") for i in images.cpu().numpy()]
         return {**head, **extra, "media_type": PNG, "images": encoded}
+
+    @staticmethod
+    def split(images: torch.Tensor, sizes: list[int],
+              extras: list[dict[str, Any]]) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+        """A batch's images back to their requests: ``sizes[i]`` images each."""
+        return list(zip(images.split(sizes), extras, strict=True))
 
     def wants_stream(self, request: Any) -> bool:
         return False

@@ -45,3 +45,9 @@ class RBMHandler(ImageHandler):
         (x,) = decoded.images
         probs = self.model.hidden_probs(x.flatten(1))[0]  # (H,)
         return {"features": [round(float(p), 6) for p in probs]}
+
+    def features_batch(self, group: list[Decoded], generators: list[torch.Generator]
+                       ) -> list[dict[str, Any]]:
+        x = torch.cat([d.images[0] for d in group]).flatten(1)
+        return [{"features": [round(float(p), 6) for p in probs]}
+                for probs in self.model.hidden_probs(x)]

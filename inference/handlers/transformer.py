@@ -1,17 +1,25 @@
 """Text generation in text-generation-inference's shapes: the Transformer, and any family
-whose model offers `generate()` and `context_limit` over a byte-level BPE tokenizer."""
+whose model offers `generate()`, `context_limit` and a slot decoder
+(training.models.decoding) over a byte-level BPE tokenizer.
+
+The handler turns a request into one `TextJob` per prompt; the server's scheduler runs
+the jobs' sequences in its continuous-batching decode loop (inference.continuous). A job
+turns the loop's sampled tokens into TGI tokens, checks end of text and stop sequences,
+and emits stream events or, at the end, the whole generation."""
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from pydantic import ValidationError
 
+from inference.continuous import ContinuousBatcher, Sequence
 from inference.errors import ClientError, from_validation_error
 from inference.schema import (
     VALID_KEYS,
@@ -24,32 +32,140 @@ from inference.schema import (
     StreamEvent,
     Token,
 )
+from inference.settings import ServingSettings
 from inference.threads import fit_threads
 from training.artifact import Artifact
 from training.data.tokenizer import IncrementalDecoder, TextTokenizer
+from training.models.decoding import serving_precision, slot_decoder
+from training.models.sampling import SampledToken
 from training.recipes.transformer import load
 
 DEFAULT_MAX_NEW_TOKENS = 64
+_DONE = object()
+
+#: The loop's reasons that end a job, in the words a client reads in finish_reason.
+_FINISH = {"length": "length", "deadline": "deadline"}
 
 
-@dataclass
-class _Run:
-    """The state of one prompt's generation, filled in as tokens arrive."""
+class GenerationFailed(Exception):
+    """A job ended without an answer (the server stopped, or the decode step failed)."""
 
-    prompt_ids: list[int]
-    seed: int | None
-    tokens: list[Token] = field(default_factory=list)
-    finish_reason: FinishReason = "length"
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TextJob:
+    """One prompt's generation: sampled tokens in, TGI tokens and events out.
+
+    Its callbacks run in the decode loop's thread; ``emit`` receives each stream event
+    (streaming jobs only), ``done`` the job once it has ended.
+    """
+
+    def __init__(self, handler: TextGenerationHandler, prompt: str,
+                 params: GenerateParameters, *, stream: bool,
+                 emit: Callable[[dict[str, Any]], None] | None = None,
+                 done: Callable[[TextJob], None] | None = None) -> None:
+        self.handler, self.prompt, self.params, self.stream = handler, prompt, params, stream
+        self.emit, self.done = emit, done
+        seed = params.seed
+        if params.sampling and seed is None:
+            seed = random.SystemRandom().randrange(2**63)  # reported back, to replay it
+        self.seed = seed
+        self.prompt_ids = handler._prompt_ids(prompt, params)
+        self.tokens: list[Token] = []
+        self.finish_reason: FinishReason = "length"
+        self.failure: str | None = None  # why it ended without an answer
+        self._decoder = IncrementalDecoder(handler.tokenizer, self.prompt_ids)
+        self._text = ""  # generated text so far, for stop sequences
+        self._pending: Token | None = None  # streaming holds one token back
+
+    def sequence(self, *, deadline: float = float("inf"),
+                 cancelled: threading.Event | None = None) -> Sequence:
+        params = self.params
+        budget = self.handler.context_limit - len(self.prompt_ids)
+        generator = None
+        if params.sampling:
+            generator = torch.Generator(device=self.handler.device).manual_seed(self.seed or 0)
+        return Sequence(
+            prompt=self.prompt_ids,
+            max_new_tokens=min(params.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, budget),
+            on_token=self._on_token, on_finish=self._on_finish,
+            temperature=(params.temperature if params.temperature is not None else 1.0)
+            if params.sampling else 0.0,
+            top_k=params.top_k, top_p=params.top_p,
+            repetition_penalty=params.repetition_penalty, generator=generator,
+            deadline=deadline, cancelled=cancelled or threading.Event())
+
+    def _on_token(self, sampled: SampledToken) -> bool:
+        tokenizer = self.handler.tokenizer
+        special = sampled.id == tokenizer.eot_id
+        text = "" if special else self._decoder.push(sampled.id)
+        token = Token(id=sampled.id, text=text, logprob=sampled.logprob, special=special)
+        self.tokens.append(token)
+        if special:
+            self.finish_reason = "eos_token"
+        elif self.params.stop and text:
+            # Only the new text can complete a stop sequence: look at the tail.
+            self._text += text
+            window = self._text[-(max(map(len, self.params.stop)) + len(text)):]
+            if any(s and s in window for s in self.params.stop):
+                self.finish_reason = "stop_sequence"
+        if self.stream and self.emit is not None:
+            if self._pending is not None:
+                self.emit(StreamEvent(index=len(self.tokens) - 1,
+                                      token=self._pending).model_dump())
+            self._pending = token
+        return self.finish_reason != "length"
+
+    def _on_finish(self, reason: str) -> None:
+        if reason in _FINISH:
+            self.finish_reason = _FINISH[reason]  # type: ignore[assignment]
+        elif reason != "stopped":
+            self.failure = reason
+        # A last token may end inside a UTF-8 character; give its bytes to the final
+        # token, so the token texts always add up to generated_text.
+        tail = self._decoder.flush()
+        if tail and self.tokens:
+            self.tokens[-1].text += tail
+        if self.stream and self.emit is not None and self._pending is not None \
+                and self.failure is None:
+            details = StreamDetails(finish_reason=self.finish_reason,
+                                    generated_tokens=len(self.tokens), seed=self.seed)
+            self.emit(StreamEvent(index=len(self.tokens), token=self._pending,
+                                  generated_text=self.text(), details=details).model_dump())
+        if self.done is not None:
+            self.done(self)
+
+    def text(self) -> str:
+        ids = [t.id for t in self.tokens if not t.special]
+        text = self.handler.tokenizer.decode(ids)
+        return self.prompt + text if self.params.return_full_text else text
+
+    def generation(self) -> dict[str, Any]:
+        """The TGI answer for this prompt (after the job has ended)."""
+        details = None
+        if self.params.details:
+            details = Details(finish_reason=self.finish_reason,
+                              generated_tokens=len(self.tokens), seed=self.seed,
+                              tokens=self.tokens)
+        return Generation(generated_text=self.text(), details=details
+                          ).model_dump(exclude_none=True)
 
 
 class TextGenerationHandler:
     family = "transformer"
 
-    def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
-        self.model, self.tokenizer = self._load(artifact, device)
-        self.context_limit = self.model.context_limit
+    def __init__(self, artifact: Artifact, device: str = "cpu",
+                 settings: ServingSettings | None = None) -> None:
+        self.settings = settings or ServingSettings.from_env()
+        model, self.tokenizer = self._load(artifact, device)
+        self.model: Any = serving_precision(model, self.settings.precision)
+        self.context_limit: int = model.context_limit
         self.device = device
         self.threads = fit_threads(self._decode_probe)
+        self._solo: ContinuousBatcher | None = None  # predict()/stream() outside a server
+        self._solo_lock = threading.Lock()
 
     def _load(self, artifact: Artifact, device: str) -> tuple[Any, TextTokenizer]:
         """The model (with `generate()` and `context_limit`) and its tokenizer."""
@@ -61,6 +177,10 @@ class TextGenerationHandler:
         for _ in self.model.generate(probe, max_new_tokens=min(8, self.context_limit - 4),
                                      temperature=0.0):
             pass
+
+    def decode_loop(self, slots: int) -> ContinuousBatcher:
+        """A continuous-batching decode loop over this handler's model with ``slots`` rows."""
+        return ContinuousBatcher(slot_decoder(self.model, slots))
 
     # --- decode ------------------------------------------------------------------
     def decode(self, payload: Any, accept: str | None = None) -> GenerateRequest:
@@ -98,93 +218,40 @@ class TextGenerationHandler:
                 f"the prompt, lower max_new_tokens, or set parameters.truncate")
         return ids
 
-    # --- generate ----------------------------------------------------------------
-    def _tokens(self, prompt: str, params: GenerateParameters, run: _Run,
-                cancelled: threading.Event | None = None) -> Iterator[Token]:
-        budget = self.context_limit - len(run.prompt_ids)
-        max_new = min(params.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, budget)
-        generator = None
-        if params.sampling:
-            generator = torch.Generator(device=self.device).manual_seed(run.seed or 0)
-        decoder = IncrementalDecoder(self.tokenizer, run.prompt_ids)
-        generated: list[int] = []
-        for sampled in self.model.generate(
-            run.prompt_ids, max_new_tokens=max_new,
-            temperature=(params.temperature if params.temperature is not None else 1.0)
-            if params.sampling else 0.0,
-            top_k=params.top_k, top_p=params.top_p,
-            repetition_penalty=params.repetition_penalty, generator=generator,
-        ):
-            if cancelled is not None and cancelled.is_set():
-                return
-            special = sampled.id == self.tokenizer.eot_id
-            text = "" if special else decoder.push(sampled.id)
-            token = Token(id=sampled.id, text=text, logprob=sampled.logprob, special=special)
-            run.tokens.append(token)
-            if special:
-                run.finish_reason = "eos_token"
-            else:
-                generated.append(sampled.id)
-                if params.stop and any(s and s in self.tokenizer.decode(generated)
-                                       for s in params.stop):
-                    run.finish_reason = "stop_sequence"
-            yield token
-            if run.finish_reason != "length":
-                break
-        # A last token may end inside a UTF-8 character; give its bytes to the final
-        # token, so the token texts always add up to generated_text. Streaming holds
-        # the final token back until here, so it still carries them.
-        tail = decoder.flush()
-        if tail and run.tokens:
-            run.tokens[-1].text += tail
+    # --- jobs: what the scheduler runs ---------------------------------------------
+    def jobs(self, request: GenerateRequest, *,
+             emit: Callable[[dict[str, Any]], None] | None = None,
+             done: Callable[[TextJob], None] | None = None) -> list[TextJob]:
+        prompts = request.inputs if isinstance(request.inputs, list) else [request.inputs]
+        return [TextJob(self, prompt, request.parameters, stream=request.stream, emit=emit,
+                        done=done) for prompt in prompts]
 
-    def _start(self, prompt: str, params: GenerateParameters) -> _Run:
-        seed = params.seed
-        if params.sampling and seed is None:
-            seed = random.SystemRandom().randrange(2**63)  # reported back, to replay it
-        return _Run(prompt_ids=self._prompt_ids(prompt, params), seed=seed)
-
-    def _text(self, prompt: str, params: GenerateParameters, run: _Run) -> str:
-        ids = [t.id for t in run.tokens if not t.special]
-        text = self.tokenizer.decode(ids)
-        return prompt + text if params.return_full_text else text
+    # --- without a server: one request at a time, blocking -------------------------
+    def _loop(self) -> ContinuousBatcher:
+        with self._solo_lock:
+            if self._solo is None:
+                self._solo = self.decode_loop(1)
+            return self._solo
 
     def predict(self, request: GenerateRequest) -> list[dict[str, Any]]:
-        params = request.parameters
-        prompts = request.inputs if isinstance(request.inputs, list) else [request.inputs]
-        out = []
-        for prompt in prompts:
-            run = self._start(prompt, params)
-            for _ in self._tokens(prompt, params, run):
-                pass
-            details = None
-            if params.details:
-                details = Details(finish_reason=run.finish_reason,
-                                  generated_tokens=len(run.tokens), seed=run.seed,
-                                  tokens=run.tokens)
-            generation = Generation(generated_text=self._text(prompt, params, run),
-                                    details=details)
-            out.append(generation.model_dump(exclude_none=True))
-        return out
+        finished: queue.Queue[TextJob] = queue.Queue()
+        jobs = self.jobs(request, done=finished.put)
+        for job in jobs:
+            self._loop().submit(job.sequence())
+        for _ in jobs:
+            job = finished.get()
+            if job.failure is not None:
+                raise GenerationFailed(job.failure)
+        return [job.generation() for job in jobs]
 
     def stream(self, request: GenerateRequest,
                cancelled: threading.Event | None = None) -> Iterator[dict[str, Any]]:
         assert isinstance(request.inputs, str), "decode() refuses streamed lists"
-        params = request.parameters
-        run = self._start(request.inputs, params)
-        pending: Token | None = None
-        index = 0
-        # Hold one token back: the last event must carry generated_text and details,
-        # and we only know a token is last once the generator ends.
-        for token in self._tokens(request.inputs, params, run, cancelled):
-            if pending is not None:
-                index += 1
-                yield StreamEvent(index=index, token=pending).model_dump()
-            pending = token
-        if pending is None:
-            return
-        details = StreamDetails(finish_reason=run.finish_reason,
-                                generated_tokens=len(run.tokens), seed=run.seed)
-        yield StreamEvent(index=index + 1, token=pending,
-                          generated_text=self._text(request.inputs, params, run),
-                          details=details).model_dump()
+        events: queue.Queue[Any] = queue.Queue()
+        [job] = self.jobs(request, emit=events.put, done=lambda _: events.put(_DONE))
+        self._loop().submit(job.sequence(deadline=time.monotonic() + 3600,
+                                         cancelled=cancelled))
+        while (event := events.get()) is not _DONE:
+            yield event
+        if job.failure is not None:
+            raise GenerationFailed(job.failure)

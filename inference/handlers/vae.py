@@ -58,6 +58,16 @@ class VAEHandler(ImageHandler):
         return self.model.sample(n, self.classes_for(decoded, n), generator), \
             {"class": decoded.label}
 
+    def sample_batch(self, group: list[Decoded], generators: list[torch.Generator]
+                     ) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+        sizes = [d.request.n for d in group]  # type: ignore[attr-defined]
+        z = torch.cat([torch.randn((n, self.model.latent_dim), generator=g, device=self.device)
+                       for n, g in zip(sizes, generators, strict=True)])
+        classes = [self.classes_for(d, n) for d, n in zip(group, sizes, strict=True)]
+        y = None if classes[0] is None else torch.cat(classes)  # type: ignore[arg-type]
+        return self.split(self.model.render(z, y), sizes,
+                          [{"class": d.label} for d in group])
+
     def reconstruct(self, decoded: Decoded, generator: torch.Generator
                     ) -> tuple[torch.Tensor, dict[str, Any]]:
         (x,) = decoded.images

@@ -200,10 +200,10 @@ def test_internal_errors_hide_the_traceback(client: TestClient,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     handler = client.app.state.model.handler  # type: ignore[attr-defined]
 
-    def broken(request: Any) -> Any:
+    def broken(request: Any, **callbacks: Any) -> Any:
         raise RuntimeError("secret internals /home/me/model.py line 3")
 
-    monkeypatch.setattr(handler, "predict", broken)
+    monkeypatch.setattr(handler, "jobs", broken)
     answer = invoke(client, {"inputs": "hi"})
     assert answer.status_code == 500
     assert "internal error while generating" in answer.json()["error"]

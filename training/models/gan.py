@@ -108,4 +108,9 @@ class GAN(nn.Module):
     def sample(self, n: int, y: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, C, S, S) images in [0, 1]."""
-        return (self.generator(self.noise(n, generator), y) + 1.0) / 2.0
+        return self.render(self.noise(n, generator), y)
+
+    @torch.no_grad()
+    def render(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [0, 1] for given noise (a server draws each request's own noise)."""
+        return (self.generator(z, y) + 1.0) / 2.0

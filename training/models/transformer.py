@@ -193,15 +193,18 @@ class GPT(nn.Module):
                              f"({max_new_tokens}) exceeds block_size {self.config.block_size}")
         device = self.wte.weight.device
         cache = KVCache(self.config, 1, device, self.wte.weight.dtype)
+        penalised = repetition_penalty is not None and repetition_penalty != 1.0
         seen = torch.tensor(list(prompt), device=device)
         idx = seen.view(1, -1)  # (1, T): the whole prompt in one prefill pass
         for _ in range(max_new_tokens):
             logits, _ = self(idx, cache=cache)
             logits = logits[0, -1].float()  # (vocab,)
-            if repetition_penalty is not None and repetition_penalty != 1.0:
+            if penalised:
+                assert repetition_penalty is not None
                 logits = apply_repetition_penalty(logits, seen, repetition_penalty)
             token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                                 generator=generator)
             yield token
-            seen = torch.cat([seen, torch.tensor([token.id], device=device)])
+            if penalised:  # only the penalty needs the history
+                seen = torch.cat([seen, torch.tensor([token.id], device=device)])
             idx = torch.tensor([[token.id]], device=device)  # (1, 1)

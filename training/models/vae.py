@@ -100,6 +100,11 @@ class VAE(nn.Module):
         """Draw z ~ N(0, I) and return the decoder's mean images, (n, C, S, S) in [0, 1]."""
         device = next(self.parameters()).device
         z = torch.randn((n, self.latent_dim), generator=generator, device=device)
+        return self.render(z, y)
+
+    @torch.no_grad()
+    def render(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's mean images in [0, 1] for given codes, (n, C, S, S)."""
         return torch.sigmoid(self.decode(z, y))
 
     @torch.no_grad()

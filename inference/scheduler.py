@@ -1,0 +1,218 @@
+"""Who runs a request, when, and for how long: the server hands every decoded request here.
+
+- Admission: at most `max_concurrent_requests` requests are in flight (running or
+  waiting); one more is answered 429 at once, as text-generation-inference does, so a
+  client or SageMaker's autoscaling backs off instead of timing out.
+- Deadline: each request is cut `request_timeout_s` after it arrived (below SageMaker's
+  60 s). A text generation that has begun ends cleanly with finish_reason "deadline";
+  a request that could not start in time is answered 503.
+- Execution, by what the handler offers:
+    text (`jobs` + `decode_loop`): the continuous-batching decode loop
+        (inference.continuous), `max_batch_size` sequences per step, or one at a time
+        with batching off;
+    images (`predict_batch`): the micro-batcher (inference.microbatch);
+    anything else (`predict`/`stream`): one worker thread, in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from inference.errors import ClientError
+from inference.handlers import Handler
+from inference.microbatch import MicroBatcher
+from inference.settings import ServingSettings
+from training import environment as env
+
+log = logging.getLogger("genkiln.serve")
+
+_END = object()
+
+
+def _overloaded(limit: int) -> ClientError:
+    return ClientError(
+        f"the server is at its limit of {limit} concurrent requests; retry shortly, or raise "
+        f"{env.GENKILN_MAX_CONCURRENT_REQUESTS} or add instances", status=429,
+        error_type="overloaded")
+
+
+def _timed_out(seconds: float) -> ClientError:
+    return ClientError(
+        f"the request could not be served within {seconds:g} s "
+        f"({env.GENKILN_REQUEST_TIMEOUT_SECONDS}); retry, ask for fewer tokens or images, "
+        f"or add instances", status=503, error_type="overloaded")
+
+
+def _failed(reason: str) -> Exception:
+    if reason == "shutdown":
+        return ClientError("the server is shutting down; retry on another instance",
+                           status=503, error_type="overloaded")
+    if reason == "cancelled":
+        return ClientError("the request was cancelled", status=499, error_type="generation")
+    return RuntimeError(f"generation ended without an answer ({reason})")
+
+
+class Scheduler:
+    def __init__(self, handler: Handler, settings: ServingSettings) -> None:
+        self.handler, self.settings = handler, settings
+        self.in_flight = 0  # changed on the event loop's thread only
+        self.decode_loop: Any = None
+        self.batcher: MicroBatcher | None = None
+        self.worker: ThreadPoolExecutor | None = None
+        if hasattr(handler, "jobs") and hasattr(handler, "decode_loop"):
+            self.decode_loop = handler.decode_loop(settings.decode_slots)
+            self.mode = "continuous"
+        elif hasattr(handler, "predict_batch"):
+            self.batcher = MicroBatcher(
+                handler.predict_batch,
+                max_batch=settings.max_batch_size if settings.batching else 1,
+                wait_s=settings.batch_wait_ms / 1000.0 if settings.batching else 0.0)
+            self.mode = "micro-batch"
+        else:
+            self.worker = ThreadPoolExecutor(max_workers=1,
+                                             thread_name_prefix="genkiln-generate")
+            self.mode = "serial"
+        log.info("scheduler: %s, batch %d, %d requests in flight at most, %g s deadline",
+                 self.mode, settings.decode_slots if self.mode == "continuous"
+                 else settings.max_batch_size if settings.batching else 1,
+                 settings.max_concurrent_requests, settings.request_timeout_s)
+
+    def close(self) -> None:
+        if self.decode_loop is not None:
+            self.decode_loop.close()
+        if self.batcher is not None:
+            self.batcher.close()
+        if self.worker is not None:
+            self.worker.shutdown(wait=True, cancel_futures=True)
+
+    # --- admission ---------------------------------------------------------------
+    def _admit(self) -> float:
+        """Count the request in, or refuse it; its deadline (time.monotonic())."""
+        if self.in_flight >= self.settings.max_concurrent_requests:
+            raise _overloaded(self.settings.max_concurrent_requests)
+        self.in_flight += 1
+        return time.monotonic() + self.settings.request_timeout_s
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+
+    # --- whole answers -----------------------------------------------------------
+    async def predict(self, decoded: Any) -> Any:
+        deadline = self._admit()
+        try:
+            if self.mode == "continuous":
+                return await self._generate(decoded, deadline)
+            loop = asyncio.get_running_loop()
+            if self.batcher is not None:
+                future = asyncio.wrap_future(self.batcher.submit(decoded))
+            else:
+                future = loop.run_in_executor(self.worker, self.handler.predict, decoded)
+            try:
+                return await asyncio.wait_for(future, deadline - time.monotonic())
+            except TimeoutError:
+                raise _timed_out(self.settings.request_timeout_s) from None
+        finally:
+            self._release()
+
+    async def _generate(self, decoded: Any, deadline: float) -> Any:
+        loop = asyncio.get_running_loop()
+        all_done = asyncio.Event()
+        cancelled = threading.Event()
+        ended: list[Any] = []
+
+        def done(job: Any) -> None:
+            ended.append(job)
+            if len(ended) == len(jobs):
+                loop.call_soon_threadsafe(all_done.set)
+
+        jobs = self.handler.jobs(decoded, done=done)  # type: ignore[attr-defined]
+        for job in jobs:
+            self.decode_loop.submit(job.sequence(deadline=deadline, cancelled=cancelled))
+        try:
+            await all_done.wait()
+        finally:
+            cancelled.set()  # cancelled or finished: nothing more to decode for it
+        for job in jobs:
+            if job.failure is not None:
+                raise _failed(job.failure)
+            if not job.tokens and job.finish_reason == "deadline":
+                raise _timed_out(self.settings.request_timeout_s)
+        return [job.generation() for job in jobs]
+
+    # --- streams -----------------------------------------------------------------
+    async def stream(self, decoded: Any) -> AsyncGenerator[dict[str, Any], None]:
+        """Events of a streamed request. Admission and errors before the first event
+        raise, so the server can still answer with a status code."""
+        deadline = self._admit()
+        try:
+            if self.mode == "continuous":
+                async for event in self._stream_tokens(decoded, deadline):
+                    yield event
+            else:
+                async for event in self._stream_serial(decoded):
+                    yield event
+        finally:
+            self._release()
+
+    async def _stream_tokens(self, decoded: Any, deadline: float
+                             ) -> AsyncIterator[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+        [job] = self.handler.jobs(  # type: ignore[attr-defined]
+            decoded, emit=lambda e: loop.call_soon_threadsafe(events.put_nowait, e),
+            done=lambda _: loop.call_soon_threadsafe(events.put_nowait, _END))
+        self.decode_loop.submit(job.sequence(deadline=deadline, cancelled=cancelled))
+        sent = 0
+        try:
+            while (event := await events.get()) is not _END:
+                sent += 1
+                yield event
+        finally:
+            cancelled.set()  # the client went away, or the stream ended
+        if job.failure is not None:
+            if sent == 0:
+                raise _failed(job.failure)
+            incident = uuid.uuid4().hex[:12]
+            log.error("stream ended early: %s (incident %s)", job.failure, incident)
+            yield {"error": f"generation stopped early ({job.failure}; incident {incident})",
+                   "error_type": "generation"}
+        elif sent == 0:
+            raise _timed_out(self.settings.request_timeout_s)
+
+    async def _stream_serial(self, decoded: Any) -> AsyncIterator[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def produce() -> None:
+            try:
+                for event in self.handler.stream(decoded, cancelled):
+                    loop.call_soon_threadsafe(events.put_nowait, event)
+            except ClientError as exc:
+                loop.call_soon_threadsafe(events.put_nowait, exc)
+            except Exception:
+                incident = uuid.uuid4().hex[:12]
+                log.exception("streamed generation failed (incident %s)", incident)
+                loop.call_soon_threadsafe(events.put_nowait, {
+                    "error": f"internal error while generating (incident {incident})",
+                    "error_type": "generation"})
+            finally:
+                loop.call_soon_threadsafe(events.put_nowait, _END)
+
+        executor = self.worker or ThreadPoolExecutor(max_workers=1)
+        loop.run_in_executor(executor, produce)
+        try:
+            while (event := await events.get()) is not _END:
+                if isinstance(event, ClientError):
+                    raise event
+                yield event
+        finally:
+            cancelled.set()

@@ -1,0 +1,208 @@
+"""Decoding many sequences at once, each at its own position: the model side of
+continuous batching.
+
+A slot decoder holds the decode state (a Transformer's key/value cache, an RNN's carried
+state) of up to ``slots`` sequences in rows 0..active-1 of preallocated tensors. A new
+sequence is prefilled into the next free row; `step` feeds one token to every active row
+in one batched forward pass; `remove` frees a row by moving the last row into it, so the
+active rows stay contiguous and attention reads views of the cache, never gathered copies.
+
+Sequences join and leave between steps; none waits for another to finish (Yu et al.
+2022, "Orca", iteration-level scheduling). Each row of the Transformer's cache keeps its
+own length, and a padding mask hides the positions a shorter row has not filled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, cast
+
+import torch
+import torch.nn.functional as F
+
+from training.models.rnn import SequenceRNN
+from training.models.transformer import GPT, Block
+
+
+class SlotDecoder(Protocol):
+    slots: int  # rows available
+    active: int  # rows in use: 0..active-1
+
+    def prefill(self, prompt: Sequence[int]) -> torch.Tensor:
+        """Put a sequence in row `active` (then active += 1); its next-token logits (vocab,)."""
+        ...
+
+    def step(self, tokens: Sequence[int]) -> torch.Tensor:
+        """Feed tokens[i] to row i of every active row; next-token logits (active, vocab)."""
+        ...
+
+    def remove(self, row: int) -> None:
+        """Free ``row``; the last active row moves into it."""
+        ...
+
+    def room(self, row: int) -> int:
+        """Tokens row ``row`` can still take before the model's context is full."""
+        ...
+
+
+class GPTSlots:
+    """Per-row KV cache of a GPT: (L, slots, nh, block_size, hs) keys and values."""
+
+    def __init__(self, model: GPT, slots: int) -> None:
+        cfg = model.config
+        self.model, self.slots, self.active = model, slots, 0
+        self.n_head, self.n_embd, self.block_size = cfg.n_head, cfg.n_embd, cfg.block_size
+        weight = model.wte.weight
+        shape = (cfg.n_layer, slots, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        self.k = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        self.v = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=weight.device)
+        self.positions = torch.arange(cfg.block_size, device=weight.device)
+
+    def room(self, row: int) -> int:
+        return self.block_size - int(self.lengths[row])
+
+    @torch.inference_mode()
+    def prefill(self, prompt: Sequence[int]) -> torch.Tensor:
+        assert self.active < self.slots, "no free row"
+        m, row, T = self.model, self.active, len(prompt)
+        assert 0 < T <= self.block_size, "the prompt must fit the context"
+        C, nh = self.n_embd, self.n_head
+        idx = torch.tensor([list(prompt)], device=self.k.device)  # (1, T)
+        x = m.wte(idx) + m.wpe(self.positions[:T])  # (1, T, C)
+        for i, block in enumerate(cast(list[Block], m.h)):
+            attn = block.attn
+            q, k, v = attn.c_attn(block.ln_1(x)).split(C, dim=2)
+            q = q.view(1, T, nh, C // nh).transpose(1, 2)  # (1, nh, T, hs)
+            k = k.view(1, T, nh, C // nh).transpose(1, 2)
+            v = v.view(1, T, nh, C // nh).transpose(1, 2)
+            self.k[i, row, :, :T] = k[0]
+            self.v[i, row, :, :T] = v[0]
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (1, nh, T, hs)
+            x = x + attn.c_proj(y.transpose(1, 2).reshape(1, T, C))
+            x = x + block.mlp(block.ln_2(x))
+        self.lengths[row] = T
+        self.active += 1
+        return m.lm_head(m.ln_f(x[:, -1]))[0]  # (vocab,)
+
+    @torch.inference_mode()
+    def step(self, tokens: Sequence[int]) -> torch.Tensor:
+        m, B, C, nh = self.model, self.active, self.n_embd, self.n_head
+        assert len(tokens) == B, "one token per active row"
+        pos = self.lengths[:B]  # (B,) where each row's new token goes
+        T = int(pos.max()) + 1  # keys to read: up to the longest row
+        rows = torch.arange(B, device=pos.device)
+        # Row b attends to its own positions 0..pos[b]; the rest of the window is padding.
+        mask = (self.positions[:T][None, :] <= pos[:, None])[:, None, None, :]  # (B,1,1,T)
+        idx = torch.tensor(tokens, device=self.k.device).view(B, 1)
+        x = m.wte(idx) + m.wpe(pos).unsqueeze(1)  # (B, 1, C)
+        for i, block in enumerate(cast(list[Block], m.h)):
+            attn = block.attn
+            q, k, v = attn.c_attn(block.ln_1(x)).split(C, dim=2)
+            q = q.view(B, 1, nh, C // nh).transpose(1, 2)  # (B, nh, 1, hs)
+            self.k[i, rows, :, pos] = k.view(B, nh, C // nh)
+            self.v[i, rows, :, pos] = v.view(B, nh, C // nh)
+            y = F.scaled_dot_product_attention(
+                q, self.k[i, :B, :, :T], self.v[i, :B, :, :T], attn_mask=mask)  # (B,nh,1,hs)
+            x = x + attn.c_proj(y.transpose(1, 2).reshape(B, 1, C))
+            x = x + block.mlp(block.ln_2(x))
+        self.lengths[:B] += 1
+        return m.lm_head(m.ln_f(x[:, 0]))  # (B, vocab)
+
+    def remove(self, row: int) -> None:
+        last = self.active - 1
+        assert 0 <= row <= last, "no such row"
+        if row != last:
+            n = int(self.lengths[last])
+            self.k[:, row, :, :n] = self.k[:, last, :, :n]
+            self.v[:, row, :, :n] = self.v[:, last, :, :n]
+            self.lengths[row] = self.lengths[last]
+        self.lengths[last] = 0
+        self.active = last
+
+
+class RNNSlots:
+    """Per-row recurrent state of an LSTM/GRU: (n_layer, slots, hidden) (h, and c for LSTM)."""
+
+    def __init__(self, model: SequenceRNN, slots: int) -> None:
+        cfg = model.config
+        self.model, self.slots, self.active = model, slots, 0
+        self.limit = cfg.max_context
+        weight = model.embed.weight
+        shape = (cfg.n_layer, slots, cfg.hidden_size)
+        self.h = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        self.c = torch.zeros(shape, device=weight.device, dtype=weight.dtype) \
+            if cfg.cell == "lstm" else None
+        self.lengths = [0] * slots
+
+    def room(self, row: int) -> int:
+        return self.limit - self.lengths[row]
+
+    def _state(self, rows: slice) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        h = self.h[:, rows].contiguous()
+        return h if self.c is None else (h, self.c[:, rows].contiguous())
+
+    def _keep(self, rows: slice, state: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+              ) -> None:
+        if isinstance(state, tuple):
+            assert self.c is not None
+            self.h[:, rows], self.c[:, rows] = state
+        else:
+            self.h[:, rows] = state
+
+    @torch.inference_mode()
+    def prefill(self, prompt: Sequence[int]) -> torch.Tensor:
+        assert self.active < self.slots, "no free row"
+        row = self.active
+        idx = torch.tensor([list(prompt)], device=self.h.device)  # (1, T)
+        out, state = self.model.rnn(self.model.embed(idx))  # (1, T, hidden)
+        self._keep(slice(row, row + 1), state)
+        self.lengths[row] = len(prompt)
+        self.active += 1
+        return self.model.head(out[0, -1])  # (vocab,)
+
+    @torch.inference_mode()
+    def step(self, tokens: Sequence[int]) -> torch.Tensor:
+        B = self.active
+        assert len(tokens) == B, "one token per active row"
+        idx = torch.tensor(tokens, device=self.h.device).view(B, 1)
+        out, state = self.model.rnn(self.model.embed(idx), self._state(slice(0, B)))
+        self._keep(slice(0, B), state)
+        for row in range(B):
+            self.lengths[row] += 1
+        return self.model.head(out[:, 0])  # (B, vocab)
+
+    def remove(self, row: int) -> None:
+        last = self.active - 1
+        assert 0 <= row <= last, "no such row"
+        if row != last:
+            self.h[:, row] = self.h[:, last]
+            if self.c is not None:
+                self.c[:, row] = self.c[:, last]
+            self.lengths[row] = self.lengths[last]
+        self.lengths[last] = 0
+        self.active = last
+
+
+def slot_decoder(model: torch.nn.Module, slots: int) -> SlotDecoder:
+    """The slot decoder of a GPT or a SequenceRNN."""
+    if isinstance(model, GPT):
+        return GPTSlots(model, slots)
+    if isinstance(model, SequenceRNN):
+        return RNNSlots(model, slots)
+    raise TypeError(f"no slot decoder for {type(model).__name__}")
+
+
+def serving_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """The model with its serving weights: "fp32" as trained, "bf16" (every weight in
+    bfloat16), or "int8" (Linear weights quantized to int8 per output channel, activations
+    quantized on the fly: PyTorch's dynamic quantization, Jacob et al. 2018)."""
+    if precision == "fp32":
+        return model
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    if precision == "int8":
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    raise ValueError(f"precision must be fp32, bf16 or int8, not {precision!r}")
