@@ -143,6 +143,8 @@ def test_a_list_of_prompts_is_decoded_together(batched: TestClient) -> None:
         {"inputs": prompts, "parameters": params})).json()
     alone = [batched.post("/invocations", content=json.dumps(
         {"inputs": p, "parameters": params})).json()[0] for p in prompts]
+    for answers in (together, alone):  # each answer names its own generation
+        assert len({a.pop("generation_id") for a in answers}) == len(prompts)
     assert together == alone
     assert scheduler.decode_loop.widest == 4  # four rows, five prompts: all rows used
 
