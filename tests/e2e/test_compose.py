@@ -4,15 +4,14 @@ import base64
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import torch
 
 from tests.conftest import MUSEGAN_TINY
-from tests.e2e.test_image_families import GENKILN, flags
-from tests.e2e.test_train_serve import free_port
+from tests.e2e.servers import GENKILN, serving
+from tests.e2e.test_image_families import flags
 from training.data.midi import read_midi
 from training.entry import run_training
 from training.local import emulate_opt_ml
@@ -34,21 +33,7 @@ def test_train_on_chorale_midis_then_serve_over_http(tmp_path: Path, chorale_dir
     assert any(line.startswith("step=4 ") and "val_metric_gap=" in line for line in lines)
     assert any("bars_per_second=" in line for line in lines)
 
-    port = free_port()
-    server = subprocess.Popen([*GENKILN, "serve", str(model), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env=ONE_THREAD)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/ping").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready within 60 s"
-            time.sleep(0.1)
+    with serving(model, env=ONE_THREAD) as (_, url):
         request = {"melody": TUNE, "seed": 2, "programs": {"melody": 73, "bass": 42}}
         body = httpx.post(f"{url}/invocations", json=request, timeout=30).json()
         assert [t["name"] for t in body["tracks"]] == ["melody", "alto", "tenor", "bass"]
@@ -61,9 +46,6 @@ def test_train_on_chorale_midis_then_serve_over_http(tmp_path: Path, chorale_dir
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
         bad = httpx.post(f"{url}/invocations", json={"melody_midi": "AAAA"}, timeout=30)
         assert bad.status_code == 422 and "not a readable MIDI file" in bad.json()["error"]
-    finally:
-        server.terminate()
-        server.wait(timeout=25)
 
 
 def test_a_short_run_moves_toward_the_chorales(tmp_path: Path, chorale_dir: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from inference.client import EndpointClient
-from tests.e2e.test_train_serve import GENKILN, free_port
+from tests.e2e.servers import GENKILN, free_port
 from training.feedback import GENERATIONS, read_feedback
 
 WRITERS = 4

@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,13 +10,11 @@ import httpx
 import pytest
 
 from tests.conftest import IMAGE_TINY
-from tests.e2e.test_train_serve import free_port
+from tests.e2e.servers import GENKILN, serving
 from training.entry import run_training
 from training.local import emulate_opt_ml
 from training.models import get_family
 from training.recipes.image import SAMPLES_FILE
-
-GENKILN = [sys.executable, "-m", "inference.cli"]
 
 
 def flags(values: dict[str, str]) -> list[str]:
@@ -78,29 +75,13 @@ def test_train_on_a_folder_then_serve_png_over_http(tmp_path: Path, digits_dir: 
                            str(model), *flags(IMAGE_TINY["gan"])],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    port = free_port()
-    server = subprocess.Popen([*GENKILN, "serve", str(model), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/ping").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready within 60 s"
-            time.sleep(0.1)
+    with serving(model) as (_, url):
         answer = httpx.post(f"{url}/invocations", json={"kind": "sample", "n": 4, "class": 7,
                                                          "seed": 1},
                             headers={"Accept": "image/png"})
         assert answer.status_code == 200 and answer.content.startswith(b"\x89PNG")
         bad = httpx.post(f"{url}/invocations", json={"kind": "sample", "class": 5})
         assert bad.status_code == 422 and "class 5 is out of range" in bad.json()["error"]
-    finally:
-        server.terminate()
-        server.wait(timeout=25)
 
 
 # --- a short run beats untrained weights -------------------------------------------------

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_train_serve import free_port
+from tests.e2e.servers import serving
 
 CLIENTS = 8  # concurrent clients
 REQUESTS = 32  # in all, half of them streamed
@@ -62,26 +59,10 @@ def streamed(client: httpx.Client, body: dict[str, Any]) -> tuple[int, str, str]
 
 @pytest.fixture(scope="module")
 def server(tiny_artifact: Path) -> Any:
-    port = free_port()
     env = {**os.environ, "GENKILN_MAX_BATCH_SIZE": "4", "GENKILN_NUM_THREADS": "1",
            "GENKILN_LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen([sys.executable, "-m", "inference.cli", "serve",
-                                str(tiny_artifact), "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, "server not ready within 60 s"
-        try:
-            if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    yield process, url
-    process.terminate()
-    process.wait(timeout=25)
+    with serving(tiny_artifact, env=env) as (process, url):
+        yield process, url
 
 
 def test_concurrent_clients_get_what_they_get_alone(server: Any) -> None:

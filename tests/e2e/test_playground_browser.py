@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TINY
-from tests.e2e.test_train_serve import GENKILN, free_port
+from tests.e2e.servers import GENKILN, free_port
 from training.feedback import read_feedback
 from training.local import emulate_opt_ml
 

@@ -3,10 +3,7 @@
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,14 +11,7 @@ import pytest
 
 from inference.client import EndpointClient, EndpointError
 from tests.conftest import TINY
-
-GENKILN = [sys.executable, "-m", "inference.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.e2e.servers import GENKILN, serving
 
 
 def write_json(path: Path, data: object) -> None:
@@ -55,19 +45,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, text_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(trained: Path) -> Iterator[tuple[subprocess.Popen[bytes], EndpointClient]]:
-    port = free_port()
-    process = subprocess.Popen([*GENKILN, "serve", str(trained), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    client = EndpointClient(url=f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 60
-    while not client.ping():
-        assert process.poll() is None, process.stdout.read() if process.stdout else ""
-        assert time.monotonic() < deadline, "server not ready within 60 s"
-        time.sleep(0.05)
-    yield process, client
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    with serving(trained) as (process, url):
+        yield process, EndpointClient(url=url)
 
 
 def test_generate_and_stream_over_http(server: tuple[subprocess.Popen[bytes], EndpointClient]
@@ -96,25 +75,14 @@ def test_sigterm_stops_the_server(server: tuple[subprocess.Popen[bytes], Endpoin
 
 
 def test_invoke_command_streams_tokens(trained: Path) -> None:
-    port = free_port()
-    process = subprocess.Popen([*GENKILN, "serve", str(trained), "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        client = EndpointClient(url=f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 60
-        while not client.ping():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        done = subprocess.run([*GENKILN, "invoke", "Flat is", "--url", client.url or "",
+    with serving(trained) as (_, url):
+        done = subprocess.run([*GENKILN, "invoke", "Flat is", "--url", url,
                                "--stream", "--json", "--max-new-tokens", "5", "--seed", "1",
                                "--temperature", "1.0"],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         events = [json.loads(line) for line in done.stdout.splitlines()]
         assert events[-1]["generated_text"] is not None
-    finally:
-        process.terminate()
-        process.wait(timeout=25)
 
 
 def test_no_train_channel_uses_the_bundled_corpus(tmp_path: Path) -> None:

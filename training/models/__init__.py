@@ -71,8 +71,10 @@ FAMILIES: dict[str, Family] = {
             # A small decoder trained for minutes learns more from the same tokens at a
             # higher peak rate and with more, smaller steps: held-out perplexity after
             # 2.5M tokens 91.3 (1e-3, batch 32), 62.6 (3e-3, 32), 52.6 (16), 49.2 (8).
+            # 3,200 steps of 8 fill about 5 minutes on 2 cores: 42.3, past the trigram's
+            # 45.4 (1.77 against 1.80 bits per character).
             train_defaults={"learning_rate": "0.003", "min_learning_rate": "0.0003",
-                            "batch_size": "8", "max_steps": "2400", "warmup_steps": "200",
+                            "batch_size": "8", "max_steps": "3200", "warmup_steps": "200",
                             "eval_interval": "800"},
         ),
         Family(
