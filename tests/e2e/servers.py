@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 import httpx
 
@@ -58,12 +58,22 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+class Served(NamedTuple):
+    process: subprocess.Popen[bytes]
+    url: str
+    log: IO[bytes]
+
+    def output(self) -> str:
+        """What the server printed so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+
 @contextmanager
-def serving(model: Path, *, env: Mapping[str, str] | None = None
-            ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def serving(model: Path, *, env: Mapping[str, str] | None = None) -> Iterator[Served]:
     with tempfile.TemporaryFile() as log:
         process, url = start_server(model, log, env=env)
         try:
-            yield process, url
+            yield Served(process, url, log)
         finally:
             stop_server(process)

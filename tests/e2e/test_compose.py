@@ -33,7 +33,8 @@ def test_train_on_chorale_midis_then_serve_over_http(tmp_path: Path, chorale_dir
     assert any(line.startswith("step=4 ") and "val_metric_gap=" in line for line in lines)
     assert any("bars_per_second=" in line for line in lines)
 
-    with serving(model, env=ONE_THREAD) as (_, url):
+    with serving(model, env=ONE_THREAD) as served:
+        url = served.url
         request = {"melody": TUNE, "seed": 2, "programs": {"melody": 73, "bass": 42}}
         body = httpx.post(f"{url}/invocations", json=request, timeout=30).json()
         assert [t["name"] for t in body["tracks"]] == ["melody", "alto", "tenor", "bass"]

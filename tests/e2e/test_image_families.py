@@ -75,7 +75,8 @@ def test_train_on_a_folder_then_serve_png_over_http(tmp_path: Path, digits_dir: 
                            str(model), *flags(IMAGE_TINY["gan"])],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    with serving(model) as (_, url):
+    with serving(model) as served:
+        url = served.url
         answer = httpx.post(f"{url}/invocations", json={"kind": "sample", "n": 4, "class": 7,
                                                          "seed": 1},
                             headers={"Accept": "image/png"})

@@ -61,8 +61,8 @@ def streamed(client: httpx.Client, body: dict[str, Any]) -> tuple[int, str, str]
 def server(tiny_artifact: Path) -> Any:
     env = {**os.environ, "GENKILN_MAX_BATCH_SIZE": "4", "GENKILN_NUM_THREADS": "1",
            "GENKILN_LOG_LEVEL": "WARNING"}
-    with serving(tiny_artifact, env=env) as (process, url):
-        yield process, url
+    with serving(tiny_artifact, env=env) as served:
+        yield served.process, served.url
 
 
 def test_concurrent_clients_get_what_they_get_alone(server: Any) -> None:

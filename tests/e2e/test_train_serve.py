@@ -11,7 +11,7 @@ import pytest
 
 from inference.client import EndpointClient, EndpointError
 from tests.conftest import TINY
-from tests.e2e.servers import GENKILN, serving
+from tests.e2e.servers import GENKILN, Served, serving
 
 
 def write_json(path: Path, data: object) -> None:
@@ -44,12 +44,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory, text_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(trained: Path) -> Iterator[tuple[subprocess.Popen[bytes], EndpointClient]]:
-    with serving(trained) as (process, url):
-        yield process, EndpointClient(url=url)
+def server(trained: Path) -> Iterator[tuple[Served, EndpointClient]]:
+    with serving(trained) as served:
+        yield served, EndpointClient(url=served.url)
 
 
-def test_generate_and_stream_over_http(server: tuple[subprocess.Popen[bytes], EndpointClient]
+def test_generate_and_stream_over_http(server: tuple[Served, EndpointClient]
                                        ) -> None:
     _, client = server
     params = {"max_new_tokens": 12, "temperature": 0.9, "seed": 123}
@@ -63,19 +63,19 @@ def test_generate_and_stream_over_http(server: tuple[subprocess.Popen[bytes], En
     assert info.value.status == 422
 
 
-def test_sigterm_stops_the_server(server: tuple[subprocess.Popen[bytes], EndpointClient]
+def test_sigterm_stops_the_server(server: tuple[Served, EndpointClient]
                                   ) -> None:
-    process, client = server
-    process.send_signal(signal.SIGTERM)
+    served, client = server
+    served.process.send_signal(signal.SIGTERM)
     # uvicorn drains, then re-raises SIGTERM so the exit status tells how it ended.
-    assert process.wait(timeout=25) in (0, -signal.SIGTERM)
-    log = process.stdout.read().decode() if process.stdout else ""
-    assert "Finished server process" in log
+    assert served.process.wait(timeout=25) in (0, -signal.SIGTERM)
+    assert "Finished server process" in served.output()
     assert not client.ping()
 
 
 def test_invoke_command_streams_tokens(trained: Path) -> None:
-    with serving(trained) as (_, url):
+    with serving(trained) as served:
+        url = served.url
         done = subprocess.run([*GENKILN, "invoke", "Flat is", "--url", url,
                                "--stream", "--json", "--max-new-tokens", "5", "--seed", "1",
                                "--temperature", "1.0"],
