@@ -152,7 +152,7 @@ def test_prompt_stream_regenerate_and_prefer_in_a_real_browser(
     first = wait_for(lambda: generations()[:1], "the first generation")[0]
     log = browser.execute_script("return window.playground.streamLog")
     text = browser.find_element(By.ID, "output").text
-    assert text and text == first["output"]["text"].strip()
+    assert text.strip() and text.strip() == first["output"]["text"].strip()
     lengths = [entry["length"] for entry in log]
     assert lengths == sorted(lengths), "the output only grows while it streams"
     partial = {entry["length"] for entry in log
