@@ -20,7 +20,8 @@ from training.entry import EXIT_BAD_INPUT, run_training
 from training.local import emulate_opt_ml
 
 GENKILN = [sys.executable, "-m", "inference.cli"]
-STEPS = 8
+#: Enough steps that a SIGTERM sent at step 4 lands before the run ends on a fast machine.
+STEPS = 40
 #: Largest difference allowed between the 1- and 2-process train_loss at any logged step.
 #: Both see the same global batch and the same weights; only the order of floating-point
 #: sums differs (a mean of 4 rows, against the mean of two 2-row means), ~1e-7 per step.

@@ -4,7 +4,8 @@
   "use strict";
   const $ = id => document.getElementById(id);
   // What a test (or a curious person in the console) can read: every generation so far,
-  // and the output's length after each chunk of a stream was shown.
+  // and the output's length after each event of a stream was shown (with the network read
+  // it came in: a small model may decode a whole answer before the first read).
   const state = window.playground = {
     info: null, hints: {}, generations: [], streamLog: [], busy: false, midi: null, audio: null,
   };
@@ -95,7 +96,7 @@
       const reader = res.body.getReader();
       const decoder = new TextDecoder();
       let pending = "";
-      for (;;) {
+      for (let read = 0; ; read++) {
         const {value, done: ended} = await reader.read();
         if (value) pending += decoder.decode(value, {stream: true});
         const lines = pending.split("\n");
@@ -106,8 +107,9 @@
           if (event.type === "token") $("output").textContent += event.text;
           else if (event.type === "done") done = event;
           else if (event.type === "error") throw new Error(event.error);
+          state.streamLog.push({length: $("output").textContent.length, done: done !== null,
+                                read});
         }
-        state.streamLog.push({length: $("output").textContent.length, done: done !== null});
         if (ended) break;
       }
       if (!done) throw new Error("the answer ended early");
