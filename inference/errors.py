@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from pydantic import ValidationError
 
 
@@ -32,3 +35,12 @@ def from_validation_error(exc: ValidationError, *, valid: dict[str, list[str]] |
                 message += f" (valid keys: {', '.join(valid[parent])})"
         problems.append(f"{where}: {message}")
     return ClientError("invalid request: " + "; ".join(problems))
+
+
+def midi_from_base64(value: str, field: str) -> bytes:
+    """The bytes of a base64 MIDI file sent in ``field``; a 4xx saying what to send if not."""
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ClientError(f"{field} is not valid base64; send the MIDI file's bytes "
+                          f"base64-encoded") from None

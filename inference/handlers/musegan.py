@@ -19,7 +19,6 @@ piano-roll picture. The same seed (and melody and parameters) gives the same mus
 from __future__ import annotations
 
 import base64
-import binascii
 import random
 import threading
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from inference.errors import ClientError, from_validation_error
+from inference.errors import ClientError, from_validation_error, midi_from_base64
 from inference.handlers import Binary
 from inference.threads import fit_threads
 from training.artifact import Artifact
@@ -141,11 +140,7 @@ class MuseGANHandler:
         if request.melody is not None and request.melody_midi is not None:
             raise ClientError("give melody or melody_midi, not both")
         if request.melody_midi is not None:
-            try:
-                data = base64.b64decode(request.melody_midi, validate=True)
-            except (binascii.Error, ValueError):
-                raise ClientError("melody_midi is not valid base64; send the MIDI file's "
-                                  "bytes base64-encoded") from None
+            data = midi_from_base64(request.melody_midi, "melody_midi")
             try:
                 notes = melody_of_midi(data, "melody_midi")
             except DataError as exc:

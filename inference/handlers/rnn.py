@@ -14,7 +14,6 @@ MIDI file itself.
 from __future__ import annotations
 
 import base64
-import binascii
 import random
 import threading
 from typing import Any, Literal
@@ -22,7 +21,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inference.errors import ClientError, from_validation_error
+from inference.errors import ClientError, from_validation_error, midi_from_base64
 from inference.handlers import Binary
 from inference.handlers.transformer import TextGenerationHandler
 from inference.threads import fit_threads
@@ -86,11 +85,7 @@ class MelodyHandler:
             raise ClientError("give primer or primer_midi, not both")
         primer = [Note(n.pitch, n.duration) for n in request.primer]
         if request.primer_midi is not None:
-            try:
-                data = base64.b64decode(request.primer_midi, validate=True)
-            except (binascii.Error, ValueError):
-                raise ClientError("primer_midi is not valid base64; send the MIDI file's "
-                                  "bytes base64-encoded") from None
+            data = midi_from_base64(request.primer_midi, "primer_midi")
             try:
                 primer = parse_midi(data, "primer_midi")[:MAX_PRIMER_NOTES]
             except DataError as exc:
