@@ -276,8 +276,7 @@ def offline_batch_rate(artifact: Path, batch: int, new: int) -> float:
 
     model = load(load_artifact(artifact)).model
     slots = GPTSlots(model, batch)
-    for i in range(batch):
-        slots.prefill([1, 2, 3, i + 4])
+    slots.prefill([[1, 2, 3, i + 4] for i in range(batch)])
     tokens = [5] * batch
     started = time.perf_counter()
     for _ in range(new):

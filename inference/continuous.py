@@ -23,10 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from training.models.decoding import SlotDecoder
-from training.models.sampling import SampledToken, apply_repetition_penalty, sample_next
+from training.models.sampling import Rule, SampledToken, apply_repetition_penalty, sample_rows
 
 log = logging.getLogger("genkiln.serve")
 
@@ -55,8 +54,8 @@ class Sequence:
     finished: bool = False
 
     @property
-    def greedy_plain(self) -> bool:
-        return self.temperature == 0.0 and not self._penalised
+    def rule(self) -> Rule:
+        return Rule(self.temperature, self.top_k, self.top_p, self.generator)
 
     @property
     def _penalised(self) -> bool:
@@ -124,16 +123,20 @@ class ContinuousBatcher:
 
     def _iterate(self, admitted: list[Sequence]) -> None:
         now = time.monotonic()
+        joining = []
         for sequence in admitted:
             reason = self._stale(sequence, now)
-            if reason is not None:
+            if reason is None:
+                joining.append(sequence)
+            else:
                 self._safe_finish(sequence, reason)
-                continue
-            logits = self.decoder.prefill(sequence.prompt)
-            self._rows.append(sequence)
-            if sequence.seen is None and sequence._penalised:
-                sequence.seen = torch.tensor(sequence.prompt, device=logits.device)
-            self._advance([sequence], logits[None])  # its first token
+        if joining:  # every newcomer's prompt in one pass, then its first token
+            logits = self.decoder.prefill([s.prompt for s in joining])  # (n, vocab)
+            self._rows.extend(joining)
+            for sequence in joining:
+                if sequence.seen is None and sequence._penalised:
+                    sequence.seen = torch.tensor(sequence.prompt, device=logits.device)
+            self._advance(joining, logits)
         self._drop_finished(time.monotonic())
         if not self._rows:
             return
@@ -152,28 +155,18 @@ class ContinuousBatcher:
         return None
 
     def _advance(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
-        """Sample one token for each of ``sequences`` from its row of ``logits``."""
-        logits = logits.float()
-        plain = [i for i, s in enumerate(sequences) if s.greedy_plain]
-        picked: dict[int, SampledToken] = {}
-        if plain:  # greedy rows need no per-row work: one argmax for all of them
-            rows = logits[plain]
-            ids = rows.argmax(dim=-1)
-            logprobs = F.log_softmax(rows, dim=-1).gather(1, ids[:, None])[:, 0]
-            for i, token, logprob in zip(plain, ids.tolist(), logprobs.tolist(), strict=True):
-                picked[i] = SampledToken(token, logprob)
-        for i, sequence in enumerate(sequences):
-            if i in picked:
-                continue
-            row = logits[i]
-            if sequence._penalised:
+        """Sample one token for each of ``sequences`` from its row of ``logits``: every
+        row's sampling in one batched call, each by its own rule and generator."""
+        penalised = [i for i, s in enumerate(sequences) if s._penalised]
+        if penalised:
+            logits = logits.float().clone()  # the penalty rewrites rows
+            for i in penalised:
+                sequence = sequences[i]
                 assert sequence.seen is not None and sequence.repetition_penalty is not None
-                row = apply_repetition_penalty(row, sequence.seen, sequence.repetition_penalty)
-            picked[i] = sample_next(row, temperature=sequence.temperature,
-                                    top_k=sequence.top_k, top_p=sequence.top_p,
-                                    generator=sequence.generator)
-        for i, sequence in enumerate(sequences):
-            token = picked[i]
+                logits[i] = apply_repetition_penalty(logits[i], sequence.seen,
+                                                     sequence.repetition_penalty)
+        picked = sample_rows(logits, [s.rule for s in sequences])
+        for sequence, token in zip(sequences, picked, strict=True):
             sequence.produced += 1
             sequence.last = token.id
             if sequence.seen is not None:

@@ -43,7 +43,8 @@ def test_slots_decode_what_generate_decodes(model_name: str,
     alone = [[t.id for t in model.generate(p, max_new_tokens=8, temperature=0.0)]
              for p in PROMPTS]
     decoder = slot_decoder(model, 4)
-    out = [[int(decoder.prefill(p).argmax())] for p in PROMPTS[:3]]
+    # Three prompts of different lengths join in one prefill pass.
+    out = [[int(row.argmax())] for row in decoder.prefill(PROMPTS[:3])]
     for _ in range(3):
         logits = decoder.step([o[-1] for o in out])
         for o, row in zip(out, logits, strict=True):
@@ -52,7 +53,7 @@ def test_slots_decode_what_generate_decodes(model_name: str,
     done = out.pop(1)
     decoder.remove(1)  # row 2 moves into row 1
     out = [out[0], out[1]]
-    out.append([int(decoder.prefill(PROMPTS[3]).argmax())])
+    out.append([int(decoder.prefill([PROMPTS[3]])[0].argmax())])
     for _ in range(4):
         logits = decoder.step([o[-1] for o in out])
         for o, row in zip(out, logits, strict=True):
@@ -63,15 +64,25 @@ def test_slots_decode_what_generate_decodes(model_name: str,
     assert decoder.active == 3
 
 
+def test_a_batched_prefill_matches_one_prompt_at_a_time(gpt: GPT) -> None:
+    together, alone = GPTSlots(gpt, 4), GPTSlots(gpt, 4)
+    logits = together.prefill(PROMPTS)
+    for i, prompt in enumerate(PROMPTS):
+        assert torch.allclose(logits[i], alone.prefill([prompt])[0], atol=1e-5)
+    assert together.lengths.tolist() == [len(p) for p in PROMPTS]
+    # Each row's cache holds its own prompt's keys; the next step agrees too.
+    assert torch.allclose(together.step([1, 2, 3, 4]), alone.step([1, 2, 3, 4]), atol=1e-5)
+
+
 def test_slot_room_ends_at_the_context(gpt: GPT) -> None:
     decoder = GPTSlots(gpt, 2)
-    decoder.prefill(list(range(46)))
+    decoder.prefill([list(range(46))])
     assert decoder.room(0) == 2
     decoder.step([1])
     assert decoder.room(0) == 1
     rnn_slots = RNNSlots(SequenceRNN(RNNConfig(vocab_size=20, seq_len=4, n_embd=4,
                                                hidden_size=4, n_layer=1, max_context=8)), 1)
-    rnn_slots.prefill([1, 2, 3])
+    rnn_slots.prefill([[1, 2, 3]])
     assert rnn_slots.room(0) == 5
 
 

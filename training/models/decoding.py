@@ -28,8 +28,9 @@ class SlotDecoder(Protocol):
     slots: int  # rows available
     active: int  # rows in use: 0..active-1
 
-    def prefill(self, prompt: Sequence[int]) -> torch.Tensor:
-        """Put a sequence in row `active` (then active += 1); its next-token logits (vocab,)."""
+    def prefill(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Put n sequences in rows active..active+n-1 (then active += n), in one pass
+        where the model allows; their next-token logits (n, vocab)."""
         ...
 
     def step(self, tokens: Sequence[int]) -> torch.Tensor:
@@ -63,27 +64,37 @@ class GPTSlots:
         return self.block_size - int(self.lengths[row])
 
     @torch.inference_mode()
-    def prefill(self, prompt: Sequence[int]) -> torch.Tensor:
-        assert self.active < self.slots, "no free row"
-        m, row, T = self.model, self.active, len(prompt)
-        assert 0 < T <= self.block_size, "the prompt must fit the context"
-        C, nh = self.n_embd, self.n_head
-        idx = torch.tensor([list(prompt)], device=self.k.device)  # (1, T)
-        x = m.wte(idx) + m.wpe(self.positions[:T])  # (1, T, C)
+    def prefill(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Every prompt in one forward pass, right-padded to the longest: row b's queries
+        see its own keys up to themselves (causal) and none of its padding."""
+        n = len(prompts)
+        assert 0 < n <= self.slots - self.active, "no free row"
+        lengths = [len(p) for p in prompts]
+        assert min(lengths) > 0 and max(lengths) <= self.block_size, \
+            "each prompt must fit the context"
+        m, first, T = self.model, self.active, max(lengths)
+        C, nh, device = self.n_embd, self.n_head, self.k.device
+        idx = torch.tensor([[*p, *[0] * (T - len(p))] for p in prompts], device=device)
+        length = torch.tensor(lengths, device=device)  # (n,)
+        keys = self.positions[:T]
+        mask = (keys[None, :] <= keys[:, None])[None] & (keys < length[:, None])[:, None, :]
+        mask = mask[:, None]  # (n, 1, T, T): causal, and no padded key
+        x = m.wte(idx) + m.wpe(keys)  # (n, T, C)
         for i, block in enumerate(cast(list[Block], m.h)):
             attn = block.attn
             q, k, v = attn.c_attn(block.ln_1(x)).split(C, dim=2)
-            q = q.view(1, T, nh, C // nh).transpose(1, 2)  # (1, nh, T, hs)
-            k = k.view(1, T, nh, C // nh).transpose(1, 2)
-            v = v.view(1, T, nh, C // nh).transpose(1, 2)
-            self.k[i, row, :, :T] = k[0]
-            self.v[i, row, :, :T] = v[0]
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (1, nh, T, hs)
-            x = x + attn.c_proj(y.transpose(1, 2).reshape(1, T, C))
+            q = q.view(n, T, nh, C // nh).transpose(1, 2)  # (n, nh, T, hs)
+            k = k.view(n, T, nh, C // nh).transpose(1, 2)
+            v = v.view(n, T, nh, C // nh).transpose(1, 2)
+            self.k[i, first:first + n, :, :T] = k  # padding lands beyond each row's length
+            self.v[i, first:first + n, :, :T] = v
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (n, nh, T, hs)
+            x = x + attn.c_proj(y.transpose(1, 2).reshape(n, T, C))
             x = x + block.mlp(block.ln_2(x))
-        self.lengths[row] = T
-        self.active += 1
-        return m.lm_head(m.ln_f(x[:, -1]))[0]  # (vocab,)
+        self.lengths[first:first + n] = length
+        self.active += n
+        last = x[torch.arange(n, device=device), length - 1]  # (n, C): each prompt's end
+        return m.lm_head(m.ln_f(last))  # (n, vocab)
 
     @torch.inference_mode()
     def step(self, tokens: Sequence[int]) -> torch.Tensor:
@@ -151,15 +162,18 @@ class RNNSlots:
             self.h[:, rows] = state
 
     @torch.inference_mode()
-    def prefill(self, prompt: Sequence[int]) -> torch.Tensor:
-        assert self.active < self.slots, "no free row"
-        row = self.active
-        idx = torch.tensor([list(prompt)], device=self.h.device)  # (1, T)
-        out, state = self.model.rnn(self.model.embed(idx))  # (1, T, hidden)
-        self._keep(slice(row, row + 1), state)
-        self.lengths[row] = len(prompt)
-        self.active += 1
-        return self.model.head(out[0, -1])  # (vocab,)
+    def prefill(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        assert 0 < len(prompts) <= self.slots - self.active, "no free row"
+        logits = []
+        for prompt in prompts:  # one at a time: a recurrence has no padding to hide
+            row = self.active
+            idx = torch.tensor([list(prompt)], device=self.h.device)  # (1, T)
+            out, state = self.model.rnn(self.model.embed(idx))  # (1, T, hidden)
+            self._keep(slice(row, row + 1), state)
+            self.lengths[row] = len(prompt)
+            self.active += 1
+            logits.append(self.model.head(out[0, -1]))  # (vocab,)
+        return torch.stack(logits)  # (n, vocab)
 
     @torch.inference_mode()
     def step(self, tokens: Sequence[int]) -> torch.Tensor:

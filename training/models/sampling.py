@@ -6,6 +6,7 @@ Shared by every family that generates token by token (the Transformer, the RNN).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,26 +39,77 @@ def sample_next(
     """Pick one token from ``logits`` (vocab,) by temperature, top-k and nucleus sampling.
 
     ``allowed`` (a boolean mask over the vocabulary) rules tokens out first: a grammar,
-    such as a duration always following a pitch in a melody.
+    such as a duration always following a pitch in a melody. The same arithmetic as
+    `sample_rows`, so one sequence picks the same token alone or in a batch.
     """
+    return sample_rows(logits[None], [Rule(temperature, top_k, top_p, generator)],
+                       allowed=None if allowed is None else allowed[None])[0]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one row picks its token: temperature 0 is greedy."""
+
+    temperature: float
+    top_k: int | None = None
+    top_p: float | None = None
+    generator: torch.Generator | None = None
+
+
+def sample_rows(logits: torch.Tensor, rules: list[Rule],
+                allowed: torch.Tensor | None = None) -> list[SampledToken]:
+    """One token per row of ``logits`` (B, vocab), row i by ``rules[i]``, in a few batched
+    operations rather than a loop of them.
+
+    Each row is computed on its own (per-row softmax, top-k, sort and cumulative sum), and
+    a sampled row draws exactly one uniform number from its own generator: inverse-CDF
+    sampling. So a seeded sequence's tokens do not depend on what else is in the batch.
+    """
+    B, V = logits.shape
+    assert len(rules) == B, "one rule per row"
+    logits, device = logits.float(), logits.device
+
+    def column(values: list[Any]) -> torch.Tensor:  # (B, 1) on the logits' device
+        return torch.tensor(values, device=device)[:, None]
+
     if allowed is not None:
         logits = logits.masked_fill(~allowed, float("-inf"))
-    if temperature == 0.0:
-        logprobs = F.log_softmax(logits, dim=-1)
-        token = int(torch.argmax(logits))
-        return SampledToken(token, float(logprobs[token]))
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.numel():
-        kth = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        # Nucleus sampling (Holtzman et al. 2019): keep the smallest set of tokens whose
-        # probability mass reaches top_p.
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
-        drop = cumulative - F.softmax(sorted_logits, dim=-1) >= top_p  # mass before each
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
+    greedy = [r.temperature == 0.0 for r in rules]
+    ids = logits.argmax(dim=-1)  # (B,) the greedy rows' answer
     logprobs = F.log_softmax(logits, dim=-1)
-    token = int(torch.multinomial(logprobs.exp(), 1, generator=generator))
-    return SampledToken(token, float(logprobs[token]))
+    if not all(greedy):
+        scaled = logits / column([r.temperature or 1.0 for r in rules])
+        ks = [r.top_k if r.top_k is not None and 0 < r.top_k < V else V for r in rules]
+        if min(ks) < V:
+            # Keep each row's k largest: its k-th largest value is its threshold.
+            limited = column([k < V for k in ks])
+            top = torch.topk(scaled, max(k for k in ks if k < V), dim=-1).values
+            kth = top.gather(1, column([min(k, top.shape[1]) - 1 for k in ks]))
+            scaled = scaled.masked_fill(limited & (scaled < kth), float("-inf"))
+        ps = [r.top_p if r.top_p is not None and r.top_p < 1.0 else 1.0 for r in rules]
+        if min(ps) < 1.0:
+            # Nucleus sampling (Holtzman et al. 2019): keep the smallest set of tokens
+            # whose probability mass reaches top_p.
+            limited = column([p < 1.0 for p in ps])
+            ordered, order = torch.sort(scaled, dim=-1, descending=True)
+            probs = F.softmax(ordered, dim=-1)
+            before = torch.cumsum(probs, dim=-1) - probs  # mass ahead of each token
+            drop = limited & (before >= column(ps))
+            scaled = scaled.scatter(1, order, ordered.masked_fill(drop, float("-inf")))
+        sampled_logprobs = F.log_softmax(scaled, dim=-1)
+        probs = sampled_logprobs.exp()
+        cdf = torch.cumsum(probs, dim=-1)  # (B, V)
+        u = torch.cat([torch.zeros(1, device=device) if g else  # (B,) one draw per row
+                       torch.rand(1, generator=r.generator, device=r.generator.device
+                                  if r.generator is not None else device).to(device)
+                       for r, g in zip(rules, greedy, strict=True)])
+        drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
+        drawn = drawn.clamp(max=V - 1)
+        # A draw rounded past the last possible token takes the likeliest one instead.
+        drawn = torch.where(probs.gather(1, drawn[:, None])[:, 0] > 0, drawn,
+                            probs.argmax(dim=-1))
+        sampled = ~column(greedy)
+        ids = torch.where(sampled[:, 0], drawn, ids)
+        logprobs = torch.where(sampled, sampled_logprobs, logprobs)
+    chosen = logprobs.gather(1, ids[:, None])[:, 0]
+    return [SampledToken(i, lp) for i, lp in zip(ids.tolist(), chosen.tolist(), strict=True)]
