@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 import torch
 
+from bench.loadclient import Connection
 from bench.machine import Report, interleaved
 from training.artifact import load_artifact, write_artifact
 from training.data.text import bundled_corpus
@@ -225,22 +226,19 @@ async def stream_load(url: str, clients: int, per_client: int, max_new: int
 
     async def client(i: int) -> None:
         nonlocal tokens
-        async with httpx.AsyncClient(timeout=120) as http:
+        async with Connection(f"{url}/invocations") as http:
             for j in range(per_client):
                 body = {"inputs": f"Return the {i} {j}", "stream": True, "parameters": {
                     "max_new_tokens": max_new, "seed": i * 1000 + j, "temperature": 0.8}}
                 sent = time.perf_counter()
                 first = None
-                async with http.stream("POST", f"{url}/invocations", json=body) as answer:
-                    assert answer.status_code == 200, await answer.aread()
-                    async for line in answer.aiter_lines():
-                        if not line.strip():
-                            continue
-                        if first is None:
-                            first = time.perf_counter() - sent
-                        event = json.loads(line)
-                        assert "error" not in event, event
-                        tokens += 1
+                async for status, line in http.post_lines(body):
+                    assert status == 200, line
+                    if first is None:
+                        first = time.perf_counter() - sent
+                    event = json.loads(line)
+                    assert "error" not in event, event
+                    tokens += 1
                 ttft.append(first or float("nan"))
 
     started = time.perf_counter()
@@ -256,12 +254,12 @@ async def request_load(url: str, payload: dict[str, Any], concurrency: int, tota
 
     async def client() -> None:
         nonlocal remaining
-        async with httpx.AsyncClient(timeout=60) as http:
+        async with Connection(url) as http:
             while remaining > 0:
                 remaining -= 1
                 sent = time.perf_counter()
-                answer = await http.post(url, json=payload)
-                assert answer.status_code == 200, answer.text
+                status, body = await http.post(payload)
+                assert status == 200, body
                 latencies.append(time.perf_counter() - sent)
 
     started = time.perf_counter()
@@ -362,7 +360,13 @@ def image_serving(report: Report, root: Path, threads: int, quick: bool,
                f"{'p99 ms':>8} {'vs TorchServe':>13}")
     for label, (family, payload) in cases.items():
         artifact = image_artifact(root, family)
-        ours = Server(artifact, {"GENKILN_NUM_THREADS": "1"}, root / f"{family}.log")
+        # genkiln as shipped records every generation for feedback (a file per request);
+        # TorchServe records nothing, so genkiln with capture off is the like-for-like row.
+        ours = {"genkiln": Server(artifact, {"GENKILN_NUM_THREADS": "1"},
+                                  root / f"{family}.log"),
+                "no capture": Server(artifact, {"GENKILN_NUM_THREADS": "1",
+                                                "GENKILN_FEEDBACK": "off"},
+                                     root / f"{family}-off.log")}
         theirs: TorchServe | None = None
         note = ""
         if torchserve:
@@ -377,16 +381,17 @@ def image_serving(report: Report, root: Path, threads: int, quick: bool,
         else:
             note = "TorchServe row skipped: --skip-torchserve"
         try:
-            cold = f"cold start to /ping 200: genkiln {ours.cold_start:.2f} s"
+            cold = f"cold start to /ping 200: genkiln {ours['genkiln'].cold_start:.2f} s"
             if theirs is not None:
                 cold += f", TorchServe to first answer {theirs.cold_start:.2f} s"
             report.add(f"{label}: {cold}")
             for concurrency in (1, 16):
-                mine = asyncio.run(request_load(f"{ours.url}/invocations", payload,
-                                                concurrency, total))
+                results = {name: asyncio.run(request_load(f"{server.url}/invocations",
+                                                          payload, concurrency, total))
+                           for name, server in ours.items()}
                 other = asyncio.run(request_load(theirs.url, payload, concurrency, total)) \
                     if theirs is not None else None
-                for name, result in (("genkiln", mine), ("TorchServe", other)):
+                for name, result in (*results.items(), ("TorchServe", other)):
                     if result is None:
                         continue
                     rate, latencies = result
@@ -397,7 +402,8 @@ def image_serving(report: Report, root: Path, threads: int, quick: bool,
             if note:
                 report.add(note)
         finally:
-            ours.stop()
+            for server in ours.values():
+                server.stop()
             if theirs is not None:
                 theirs.stop()
     report.add("target: >= 3x TorchServe's requests/s at concurrency 16")

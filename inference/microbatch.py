@@ -1,9 +1,10 @@
 """Dynamic micro-batching: requests that arrive within a few milliseconds run as one batch.
 
 A small image model answers one request in well under a millisecond of arithmetic; most
-of the time goes to per-call overhead. So the first request of a batch waits up to
-``wait_s`` for others (never longer, and not at all once ``max_batch`` have come), then
-one thread runs them together through ``run_batch``, which answers each one. A batch
+of the time goes to per-call overhead. So one thread takes every request already queued
+(up to ``max_batch``) and runs them together through ``run_batch``, which answers each
+one. While requests keep arriving together (the last batch held more than one), the first
+of a batch also waits up to ``wait_s`` for company; a lone client never waits. A batch
 that fails as a whole is retried one request at a time, so one bad request cannot fail
 its neighbours.
 """
@@ -30,6 +31,7 @@ class MicroBatcher:
         self.run_batch, self.max_batch, self.wait_s = run_batch, max_batch, wait_s
         self._queue: queue.Queue[Any] = queue.Queue()
         self.batches: list[int] = []  # sizes of the batches run (tests and logs read it)
+        self._company = False  # did the last batch hold more than one request?
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -50,7 +52,7 @@ class MicroBatcher:
                 return
             batch = [first]
             closing = False
-            until = time.monotonic() + self.wait_s
+            until = time.monotonic() + (self.wait_s if self._company else 0.0)
             while len(batch) < self.max_batch:
                 left = until - time.monotonic()
                 try:
@@ -62,6 +64,7 @@ class MicroBatcher:
                     closing = True
                     break
                 batch.append(item)
+            self._company = len(batch) > 1
             self._answer(batch)
             if closing:
                 return

@@ -40,7 +40,7 @@ from inference.playground.hints import playground_hints
 from inference.scheduler import Scheduler
 from inference.schema import SCHEMA_VERSION
 from inference.settings import ServingSettings
-from inference.threads import one_model_per_process
+from inference.threads import fit_threads, one_model_per_process
 from training import environment as env
 from training.artifact import ArtifactError, load_artifact
 
@@ -72,6 +72,8 @@ class ModelState:
         try:
             artifact = load_artifact(self.model_dir)
             handler = load_handler(artifact, self.device)
+            if hasattr(handler, "probe"):  # the others fit their threads as they load
+                fit_threads(handler.probe)
             self.scheduler = Scheduler(handler, self.settings)
             self.handler = handler
             log.info("model ready: %s from %s on %s", artifact.family, self.model_dir,
@@ -154,7 +156,7 @@ def create_app(model_dir: Path, *, device: str = "cpu",
                        settings=settings or ServingSettings.from_env())
     # Records are written beside generation, never in its way.
     store = store_from_environment() if feedback_store is _FROM_ENVIRONMENT else feedback_store
-    recorder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="genkiln-feedback")
+    recorder = ThreadPoolExecutor(max_workers=8, thread_name_prefix="genkiln-feedback")
     log.info("feedback store: %s", store if store is not None else "off")
 
     @asynccontextmanager
@@ -231,7 +233,8 @@ def create_app(model_dir: Path, *, device: str = "cpu",
                                             headers=pending.headers())
             else:
                 answer = JSONResponse(pending.finish(result), headers=pending.headers())
-            await loop.run_in_executor(recorder, _record, store, pending.records)
+            if store is not None:
+                await loop.run_in_executor(recorder, _record, store, pending.records)
             return answer
         except ClientError as exc:
             return _error(exc)

@@ -10,10 +10,13 @@ The same layout lives in a local directory, under the feedback prefix of the cap
 bucket in AWS, and in a refinement job's `feedback` channel (SageMaker copies that prefix
 there), so the server writes what a training job reads with nothing in between.
 
-Writes are atomic (a temporary file, fsync, rename) and idempotent: writing a record whose
-id exists with the same content is a no-op; with other content it is refused, so a
-retried request never doubles or rewrites a judgement. A server killed mid-write leaves
-at most a temporary file, which readers skip.
+Writes are atomic (a temporary file, then a link to its name) and idempotent: writing a
+record whose id exists with the same content is a no-op; with other content it is
+refused, so a retried request never doubles or rewrites a judgement. A server killed
+mid-write leaves at most a temporary file, which readers skip. A judgement is also
+fsynced before it is acknowledged, so it survives a power cut; a generation record (one
+per request served, the log that judgements point into) is not: two fsyncs per request
+would cost more than the generation itself, and a process crash loses nothing either way.
 """
 
 from __future__ import annotations
@@ -163,10 +166,12 @@ class LocalFeedbackStore:
                                    f"use a new id")
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
         try:
+            durable = isinstance(record, FeedbackRecord)
             with os.fdopen(fd, "wb") as out:
                 out.write(body)
                 out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    os.fsync(out.fileno())
             # link, not rename: of two racing writers of one id, exactly one wins.
             try:
                 os.link(tmp, path)
@@ -177,7 +182,8 @@ class LocalFeedbackStore:
                                        f"record; use a new id") from None
         finally:
             os.unlink(tmp)
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
         return True
 
     def get_generation(self, generation_id: str) -> GenerationRecord | None:

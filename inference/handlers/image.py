@@ -165,6 +165,20 @@ class ImageHandler:
         return torch.from_numpy(np.ascontiguousarray(chw))[None].to(self.device)
 
     # --- predict -----------------------------------------------------------------
+    def probe(self) -> None:
+        """One request of the default kind, through decode and predict: what the server
+        times to fit the intra-op thread count to this model."""
+        kind = next(iter(self.kinds))
+        payload: dict[str, Any] = {"kind": kind, "seed": 0}
+        fields = self.kinds[kind].model_fields
+        blank = np.zeros((self.spec.size, self.spec.size) if self.spec.channels == 1
+                         else (self.spec.size, self.spec.size, 3)).tolist()
+        if "image" in fields:
+            payload["image"] = blank
+        if "images" in fields:
+            payload["images"] = [blank, blank]
+        self.predict_batch([self.decode(payload)])
+
     def predict(self, decoded: Decoded) -> Any:
         [result] = self.predict_batch([decoded])
         return result

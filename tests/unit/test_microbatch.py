@@ -44,11 +44,40 @@ def test_requests_arriving_together_run_as_one_batch() -> None:
         batcher.close()
 
 
-def test_first_request_waits_for_company() -> None:
-    batcher = MicroBatcher(lambda b: [len(b)] * len(b), max_batch=8, wait_s=0.5)
+def test_a_lone_request_never_waits() -> None:
+    batcher = MicroBatcher(lambda b: [len(b)] * len(b), max_batch=8, wait_s=600.0)
     try:
-        futures = [batcher.submit(i) for i in range(3)]
-        assert [f.result(WAIT) for f in futures] == [3, 3, 3]
+        assert batcher.submit(0).result(WAIT) == 1  # not held for the 600 s of company
+    finally:
+        batcher.close()
+
+
+def test_once_requests_come_together_the_first_waits_for_company() -> None:
+    release = threading.Event()
+    seen: list[list[int]] = []
+
+    def run(batch: list[int]) -> list[int]:
+        if batch == [0]:
+            release.wait(WAIT)
+        seen.append(batch)
+        return batch
+
+    batcher = MicroBatcher(run, max_batch=2, wait_s=600.0)
+    try:
+        first = batcher.submit(0)
+        while not batcher.batches:
+            threading.Event().wait(0.001)
+        together = [batcher.submit(1), batcher.submit(2)]  # queued behind [0]: one batch
+        release.set()
+        assert first.result(WAIT) == 0 and [f.result(WAIT) for f in together] == [1, 2]
+        # Now a request alone in the queue waits for a second one (up to 600 s) ...
+        late = batcher.submit(3)
+        while len(batcher.batches) < 2 or batcher._queue.qsize():
+            threading.Event().wait(0.001)
+        assert not late.done()
+        late_company = batcher.submit(4)  # ... which fills the batch and runs it at once
+        assert late.result(WAIT) == 3 and late_company.result(WAIT) == 4
+        assert seen == [[0], [1, 2], [3, 4]]
     finally:
         batcher.close()
 
@@ -109,3 +138,4 @@ def test_a_batch_answers_what_each_request_gets_alone(family: str, requests: Any
                 assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5)
             else:
                 assert a[key] == b[key]
+
