@@ -35,16 +35,22 @@ def test_weights_are_tied(model: GPT) -> None:
     assert model.lm_head.weight.data_ptr() == model.wte.weight.data_ptr()
 
 
-def test_cached_decoding_matches_full_forward(model: GPT) -> None:
-    idx = torch.randint(0, CFG.vocab_size, (1, 12))
-    full, _ = model(idx, targets=idx)  # (1, 12, vocab)
-    cache = KVCache(CFG, 1, torch.device("cpu"), torch.float32)
+@pytest.mark.parametrize(("batch", "bias"), [(1, False), (3, True)])
+def test_cached_decoding_matches_full_forward(batch: int, bias: bool) -> None:
+    torch.manual_seed(1)
+    cfg = TransformerConfig(**{**CFG.__dict__, "bias": bias})
+    model = GPT(cfg).eval()
+    idx = torch.randint(0, cfg.vocab_size, (batch, 12))
+    full, _ = model(idx, targets=idx)  # (B, 12, vocab)
+    cache = KVCache(cfg, batch, torch.device("cpu"), torch.float32)
     with torch.no_grad():
         first, _ = model(idx[:, :8], cache=cache)
-        assert torch.allclose(first[0, -1], full[0, 7], atol=1e-5)
-        for t in range(8, 12):
+        assert torch.allclose(first[:, -1], full[:, 7], atol=1e-5)
+        for t in range(8, 12):  # one position at a time: the single-token path
             step, _ = model(idx[:, t:t + 1], cache=cache)
-            assert torch.allclose(step[0, -1], full[0, t], atol=1e-5)
+            assert step.shape == (batch, 1, cfg.vocab_size)
+            assert torch.allclose(step[:, -1], full[:, t], atol=1e-5)
+    assert cache.length == 12
 
 
 def test_seeded_sampling_is_reproducible(model: GPT) -> None:

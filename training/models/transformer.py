@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -152,6 +153,8 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         T = idx.shape[1]
+        if cache is not None and T == 1 and not self.training:
+            return self._decode_one(idx, cache), None
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size "
@@ -168,6 +171,28 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
+
+    def _decode_one(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One new token per row through the cache: the forward pass above, written for
+        a single position, where every operator saved is a visible share of the step
+        (no dropout calls, no transposes: with one position, (B, 1, nh, hs) and
+        (B, nh, 1, hs) share a memory layout)."""
+        cfg = self.config
+        B, p, C, nh = idx.shape[0], cache.length, cfg.n_embd, cfg.n_head
+        if p + 1 > cfg.block_size:
+            raise ValueError(f"sequence of {p + 1} tokens exceeds block_size {cfg.block_size}")
+        x = self.wte(idx) + self.wpe.weight[p]  # (B, 1, C)
+        for i, block in enumerate(cast(list[Block], self.h)):
+            attn, mlp = block.attn, block.mlp
+            qkv = attn.c_attn(block.ln_1(x)).view(B, 3, nh, 1, C // nh)
+            cache.k[i, :, :, p] = qkv[:, 1, :, 0]
+            cache.v[i, :, :, p] = qkv[:, 2, :, 0]
+            y = F.scaled_dot_product_attention(  # (B, nh, 1, hs)
+                qkv[:, 0], cache.k[i, :, :, :p + 1], cache.v[i, :, :, :p + 1])
+            x = x + attn.c_proj(y.view(B, 1, C))
+            x = x + mlp.c_proj(F.gelu(mlp.c_fc(block.ln_2(x))))
+        cache.length += 1
+        return self.lm_head(self.ln_f(x))  # (B, 1, vocab)
 
     @torch.inference_mode()
     def generate(
