@@ -1,7 +1,8 @@
 """The playground in a real headless Chromium, in front of the real server and a tiny
 trained Transformer: type a prompt, watch it stream, regenerate, click Better, and find
-the preference in the feedback store. And in front of a tiny MuseGAN: upload a melody,
-get a four-track arrangement back and play it.
+the preference in the feedback store. And in front of a tiny MuseGAN and a tiny melody
+RNN: upload a melody, get the tracks back (four; or the melody and its continuation) and
+play them.
 
 Needs Debian's `chromium` and `chromium-driver` (`bash .ci/setup-browser.sh`) and the
 `selenium` package (the dev extra). Without them the test is skipped locally; in CI
@@ -141,6 +142,29 @@ def compose_playground(tmp_path_factory: pytest.TempPathFactory, chorale_dir: Pa
 
 
 @pytest.fixture(scope="module")
+def melody_playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The playground in front of a melody RNN trained for a few steps on scales."""
+    from tests.unit.test_rnn import TINY_RNN, melody
+    from training.data.midi import write_midi
+    from training.entry import run_training
+
+    data = tmp_path_factory.mktemp("melodies")
+    for i, key in enumerate([60, 62, 64, 65, 67, 69, 55, 57]):
+        (data / f"tune-{i}.mid").write_bytes(write_midi(melody(key)))
+    opt_ml = emulate_opt_ml(tmp_path_factory.mktemp("opt_ml_rnn"), hyperparameters=TINY_RNN,
+                            data=data)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
+    finally:
+        torch.set_num_threads(before)
+    with page_for(opt_ml.model_dir, tmp_path_factory.mktemp("store_rnn"),
+                  OMP_NUM_THREADS="1") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -237,10 +261,15 @@ def test_the_page_reads_and_plays_midi_answers(playground: tuple[str, Path],
     assert song["duration"] == 2.0
 
 
-def test_upload_a_melody_and_play_the_four_track_arrangement(
-        compose_playground: str, browser: Any, tmp_path: Path) -> None:
-    """The page asks the musegan server the way its /info hints say: the melody goes up as
-    a MIDI file through the file input, four tracks come back, and Play schedules them."""
+TUNE = [72, 71, 69, 67, 65, 64, 62, 60, 62, 64, 65, 67, 69, 71, 72, 72]
+
+
+def upload_generate_and_play(browser: Any, url: str, folder: Path, family: str,
+                             changes: dict[str, Any]) -> list[tuple[str, int]]:
+    """Open the page, upload TUNE as a MIDI file through the file input, press Generate
+    (the page's request template changed by ``changes``), check that the page shows the
+    tracks that came back, press Play and wait for the sound to start: the tracks' names
+    and note counts."""
     import json
 
     from selenium.webdriver.common.by import By
@@ -248,49 +277,67 @@ def test_upload_a_melody_and_play_the_four_track_arrangement(
     from training.data.midi import read_midi, write_midi
     from training.data.music import Note
 
-    tune = [72, 71, 69, 67, 65, 64, 62, 60, 62, 64, 65, 67, 69, 71, 72, 72]
-    melody = tmp_path / "tune.mid"
-    melody.write_bytes(write_midi([Note(p, 0.5) for p in tune], tempo_bpm=120))
-
-    browser.get(compose_playground)
+    melody = folder / "tune.mid"
+    melody.write_bytes(write_midi([Note(p, 0.5) for p in TUNE], tempo_bpm=120))
+    browser.get(url)
     button = browser.find_element(By.ID, "generate")
     wait_for(button.is_enabled, "the page to load the model's description")
-    assert "musegan" in browser.find_element(By.ID, "model").text
+    assert family in browser.find_element(By.ID, "model").text
     upload = browser.find_element(By.ID, "midi-file")
     assert upload.is_displayed(), "the page offers a melody upload for this model"
     assert not browser.find_element(By.ID, "prompt").is_displayed()
     upload.send_keys(str(melody))
     wait_for(lambda: browser.find_element(By.ID, "status").text == "tune.mid: 16 notes",
              "the page to read the uploaded melody")
-    # A model trained for a few steps is unsure of every pitch: a low threshold lets each
-    # voice sing, so the arrangement has notes on all four tracks to play.
     template = browser.find_element(By.ID, "template")
     request = json.loads(template.get_attribute("value"))
     assert request["kind"] == "accompany"
     browser.execute_script("arguments[0].value = arguments[1]", template,
-                           json.dumps({**request, "threshold": 0.05}))
+                           json.dumps({**request, **changes}))
     button.click()
 
     [generation] = wait_for(lambda: browser.execute_script(
-        "return window.playground.generations"), "the arrangement")
+        "return window.playground.generations"), "the answer")
     status = browser.find_element(By.ID, "status").text
     assert status == "done", status
     song = read_midi(base64.b64decode(generation["output"]["midi_base64"]))
-    assert [part.name for part in song.parts] == ["Melody", "Alto", "Tenor", "Bass"]
-    assert [pitch for pitch, _, _ in song.parts[0].notes] == tune  # the melody is kept
-    counts = [len(part.notes) for part in song.parts]
+    assert [pitch for pitch, _, _ in song.parts[0].notes] == TUNE  # the melody is kept
+    tracks = [(part.name, len(part.notes)) for part in song.parts]
 
     shown = browser.find_element(By.ID, "midi-output")
-    assert shown.is_displayed() and shown.get_attribute("data-tracks") == "4"
+    assert shown.is_displayed() and shown.get_attribute("data-tracks") == str(len(tracks))
+    total = sum(count for _, count in tracks)
+    listed = ", ".join(f"{name} ({count})" for name, count in tracks)
     assert browser.find_element(By.ID, "output").text.startswith(
-        f"4 tracks: Melody ({counts[0]}), Alto ({counts[1]}), Tenor ({counts[2]}), "
-        f"Bass ({counts[3]}); {sum(counts)} notes")
+        f"{len(tracks)} tracks: {listed}; {total} notes")
 
     browser.find_element(By.ID, "play-output").click()
     played = wait_for(lambda: browser.execute_script("return window.playground.played"),
-                      "the arrangement to be scheduled")
-    assert played == {"tracks": 4, "notes": sum(counts), "voices": sum(counts)}
+                      "the answer to be scheduled")
+    assert played == {"tracks": len(tracks), "notes": total, "voices": total}
     wait_for(lambda: browser.execute_script("return window.playground.audio.playing()"),
              "the audio clock to reach the first note", timeout=30)
     assert browser.find_element(By.ID, "stop-audio").is_displayed()
     browser.find_element(By.ID, "stop-audio").click()
+    return tracks
+
+
+def test_upload_a_melody_and_play_the_four_track_arrangement(
+        compose_playground: str, browser: Any, tmp_path: Path) -> None:
+    """The page asks the musegan server the way its /info hints say: the melody goes up as
+    a MIDI file through the file input, four tracks come back, and Play schedules them."""
+    # A model trained for a few steps is unsure of every pitch: a low threshold lets each
+    # voice sing, so the arrangement has notes on all four tracks to play.
+    tracks = upload_generate_and_play(browser, compose_playground, tmp_path, "musegan",
+                                      {"threshold": 0.05})
+    assert [name for name, _ in tracks] == ["Melody", "Alto", "Tenor", "Bass"]
+    assert all(count > 0 for _, count in tracks), tracks
+
+
+def test_upload_a_melody_and_play_the_rnn_continuation(
+        melody_playground: str, browser: Any, tmp_path: Path) -> None:
+    """The melody rnn, offered the same way: the melody and the model's answer to it."""
+    tracks = upload_generate_and_play(browser, melody_playground, tmp_path, "rnn",
+                                      {"bars": 2})
+    assert [name for name, _ in tracks] == ["Melody", "Continuation"]
+    assert tracks[1][1] > 0, tracks
