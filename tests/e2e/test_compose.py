@@ -18,7 +18,6 @@ from PIL import Image
 from tests.conftest import MUSEGAN_TINY
 from tests.e2e.servers import GENKILN, Served, serving
 from tests.e2e.test_image_families import flags
-from tests.unit.test_rnn import TINY_RNN, melody
 from training.data.midi import read_midi, write_midi
 from training.data.music import Note
 from training.data.pianoroll import PITCHES, STEPS_PER_BAR
@@ -79,20 +78,9 @@ def test_a_short_run_moves_toward_the_chorales(tmp_path: Path, chorale_dir: Path
 
 # --- the rnn family's continuation as an accompaniment ----------------------------------
 @pytest.fixture(scope="module")
-def melody_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def melody_server(melody_rnn_artifact: Path) -> Iterator[Served]:
     """`genkiln serve` for a melody RNN trained for a few steps on scales in eight keys."""
-    data = tmp_path_factory.mktemp("melodies")
-    for i, key in enumerate([60, 62, 64, 65, 67, 69, 55, 57]):
-        (data / f"tune-{i}.mid").write_bytes(write_midi(melody(key)))
-    opt_ml = emulate_opt_ml(tmp_path_factory.mktemp("opt_ml_rnn"), hyperparameters=TINY_RNN,
-                            data=data)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
-    finally:
-        torch.set_num_threads(before)
-    with serving(opt_ml.model_dir, env=ONE_THREAD) as served:
+    with serving(melody_rnn_artifact, env=ONE_THREAD) as served:
         yield served
 
 

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from tests.conftest import MUSEGAN_TINY, TINY
+from tests.conftest import TINY
 from tests.e2e.servers import GENKILN, free_port
 from training.feedback import read_feedback
 from training.local import emulate_opt_ml
@@ -123,43 +122,19 @@ def playground(artifact: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def compose_playground(tmp_path_factory: pytest.TempPathFactory, chorale_dir: Path
+def compose_playground(musegan_artifact: Path, tmp_path_factory: pytest.TempPathFactory
                        ) -> Iterator[str]:
     """The playground in front of a MuseGAN trained for a few steps on Bach chorales."""
-    from training.entry import run_training
-
-    opt_ml = emulate_opt_ml(tmp_path_factory.mktemp("opt_ml_musegan"),
-                            hyperparameters=MUSEGAN_TINY, data=chorale_dir)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small networks run faster on one thread than on busy cores
-    try:
-        assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
-    finally:
-        torch.set_num_threads(before)
-    with page_for(opt_ml.model_dir, tmp_path_factory.mktemp("store_musegan"),
+    with page_for(musegan_artifact, tmp_path_factory.mktemp("store_musegan"),
                   OMP_NUM_THREADS="1") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def melody_playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def melody_playground(melody_rnn_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[str]:
     """The playground in front of a melody RNN trained for a few steps on scales."""
-    from tests.unit.test_rnn import TINY_RNN, melody
-    from training.data.midi import write_midi
-    from training.entry import run_training
-
-    data = tmp_path_factory.mktemp("melodies")
-    for i, key in enumerate([60, 62, 64, 65, 67, 69, 55, 57]):
-        (data / f"tune-{i}.mid").write_bytes(write_midi(melody(key)))
-    opt_ml = emulate_opt_ml(tmp_path_factory.mktemp("opt_ml_rnn"), hyperparameters=TINY_RNN,
-                            data=data)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
-    finally:
-        torch.set_num_threads(before)
-    with page_for(opt_ml.model_dir, tmp_path_factory.mktemp("store_rnn"),
+    with page_for(melody_rnn_artifact, tmp_path_factory.mktemp("store_rnn"),
                   OMP_NUM_THREADS="1") as url:
         yield url
 
