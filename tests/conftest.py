@@ -156,3 +156,37 @@ def chorale_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 MUSEGAN_TINY = {"family": "musegan", "g_width": "16", "d_width": "16", "latent_dim": "8",
                 "batch_size": "4", "max_steps": "4", "eval_interval": "2", "log_interval": "2",
                 "warmup_steps": "1", "seed": "7", "val_fraction": "0.25"}
+
+
+def train_on_one_thread(opt_ml: OptMl) -> Path:
+    """Run the entry point in-process on one torch thread (small networks run faster so
+    than on busy cores); the artifact's folder."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
+    finally:
+        torch.set_num_threads(before)
+    return opt_ml.model_dir
+
+
+@pytest.fixture(scope="session")
+def musegan_artifact(tmp_path_factory: pytest.TempPathFactory, chorale_dir: Path) -> Path:
+    """A MuseGAN trained for a few steps (MUSEGAN_TINY) on `chorale_dir`."""
+    return train_on_one_thread(emulate_opt_ml(tmp_path_factory.mktemp("opt_ml_musegan"),
+                                              hyperparameters=MUSEGAN_TINY, data=chorale_dir))
+
+
+@pytest.fixture(scope="session")
+def melody_rnn_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A melody RNN trained for a few steps on scales in eight keys (MIDI files)."""
+    from tests.unit.test_rnn import TINY_RNN, melody
+    from training.data.midi import write_midi
+
+    data = tmp_path_factory.mktemp("melodies")
+    for i, key in enumerate([60, 62, 64, 65, 67, 69, 55, 57]):
+        (data / f"tune-{i}.mid").write_bytes(write_midi(melody(key)))
+    return train_on_one_thread(emulate_opt_ml(tmp_path_factory.mktemp("opt_ml_rnn"),
+                                              hyperparameters=TINY_RNN, data=data))

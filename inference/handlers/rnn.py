@@ -9,6 +9,22 @@ Music requests:
 
 `primer_midi` (base64 MIDI) may replace `primer`; `Accept: audio/midi` answers with the
 MIDI file itself.
+
+A second way to accompany a melody (beside the musegan family), in musegan's shapes:
+
+    {"kind": "accompany",
+     "melody": [{"pitch": 67, "start": 0, "duration": 1}, ...],   # quarter notes; or
+     "melody_midi": "<base64 MIDI>",                               # its highest part
+     "bars": 4, "temperature": 1.0, "seed": 1, "tempo_bpm": 100,
+     "programs": {"melody": 73, "continuation": 71}, "pianoroll": false}
+    -> {"kind": "accompany", "seed": 1, "bars": 4, "temperature": 1.0, "tempo_bpm": 100,
+        "tracks": [{"name": "melody", ...}, {"name": "continuation", ...}],
+        "media_type": "audio/midi", "midi": "<base64 two-track MIDI>"}
+
+The melody is kept as it is on the first track; the model, primed with it, answers with
+`bars` bars of its own on the second, from where the melody ends. `kind` may be left out
+when the request names `melody` or `melody_midi`. `Accept: audio/midi` and `image/png`
+answer with the MIDI file or the piano roll, as musegan's do.
 """
 
 from __future__ import annotations
@@ -16,19 +32,30 @@ from __future__ import annotations
 import base64
 import random
 import threading
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inference.errors import ClientError, from_validation_error, midi_from_base64
 from inference.handlers import Binary
+from inference.handlers.arrangement import (
+    MAX_BARS,
+    MelodyRequest,
+    QuarterNote,
+    answer_for,
+    melody_of,
+    respond,
+    seed_or_new,
+)
 from inference.handlers.transformer import TextGenerationHandler
 from inference.threads import fit_threads
 from training.artifact import Artifact
 from training.data.errors import DataError
 from training.data.midi import write_midi
-from training.data.music import Note, parse_midi
+from training.data.music import DURATIONS, Note, parse_midi, snap
+from training.data.pianoroll import STEPS_PER_BAR, STEPS_PER_QUARTER, melody_steps, notes_to_roll
 from training.data.tokenizer import TextTokenizer
 from training.recipes.rnn import continue_melody, load
 
@@ -61,8 +88,68 @@ class ContinueRequest(BaseModel):
 VALID_KEYS = {"body": sorted(ContinueRequest.model_fields)}
 
 
+class AccompanyRequest(MelodyRequest):
+    tracks: ClassVar[tuple[str, ...]] = ("melody", "continuation")
+
+    bars: int = Field(4, ge=1, le=MAX_BARS, description="bars of 4/4 the model adds "
+                                                         "after the melody")
+    temperature: float = Field(1.0, ge=0.0, le=10.0, description="0 is greedy")
+    top_k: int | None = Field(None, ge=1)
+
+
+ACCOMPANY_KEYS = {"body": sorted(AccompanyRequest.model_fields)}
+
+
+@dataclass(frozen=True)
+class Accompaniment:
+    request: AccompanyRequest
+    melody: list[QuarterNote]
+    seed: int
+    answer: str  # "json", audio/midi or image/png
+
+
+def primer_of(melody: list[QuarterNote]) -> list[Note]:
+    """A melody of (pitch, start, duration) as the model's notes and rests: the highest
+    note where notes start together, each held at most until the next one starts, the
+    gaps between them rests, every length snapped to the vocabulary's."""
+    top: dict[float, QuarterNote] = {}
+    for note in melody:
+        if note[1] not in top or note[0] > top[note[1]][0]:
+            top[note[1]] = note
+    starts = sorted(top)
+    notes: list[Note] = []
+    for here, after in zip(starts, [*starts[1:], None], strict=True):
+        pitch, start, duration = top[here]
+        if after is not None:
+            duration = min(duration, after - start)
+        notes.append(Note(pitch, snap(duration)))
+        gap = (after - start - duration) if after is not None else 0.0
+        while gap >= DURATIONS[0] / 2:
+            rest = snap(min(gap, DURATIONS[-1]))
+            notes.append(Note(None, rest))
+            gap -= rest
+    return notes
+
+
+def placed(notes: list[Note], start: float, end: float) -> list[QuarterNote]:
+    """``notes`` played one after another from ``start``, cut at ``end``."""
+    out: list[QuarterNote] = []
+    for note in notes:
+        if start >= end:
+            break
+        if note.pitch is not None:
+            out.append((note.pitch, start, min(note.duration, end - start)))
+        start += note.duration
+    return out
+
+
 class MelodyHandler:
     family = "rnn"
+    #: How the playground asks (see inference/playground/hints.py): a melody uploaded as
+    #: MIDI, played back with the model's answer on a second track.
+    playground: ClassVar[dict[str, Any]] = {
+        "input": "midi", "input_field": "melody_midi", "stream": False, "output": "midi",
+        "template": {"kind": "accompany", "bars": 4, "temperature": 1.0, "pianoroll": True}}
 
     def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
         sequence_model = load(artifact, device)
@@ -73,10 +160,15 @@ class MelodyHandler:
         fit_threads(lambda: self._continue([Note(60, 1.0)], 4, 0.0, None, None))
 
     def decode(self, payload: Any, accept: str | None = None
-               ) -> tuple[ContinueRequest, list[Note], bool]:
-        if isinstance(payload, dict) and payload.get("kind", "continue") != "continue":
-            raise ClientError(f"kind {payload.get('kind')!r} is not served by this melody "
-                              f"model; it answers kind \"continue\"")
+               ) -> tuple[ContinueRequest, list[Note], bool] | Accompaniment:
+        if isinstance(payload, dict):
+            given = any(key in payload for key in ("melody", "melody_midi"))
+            kind = payload.get("kind", "accompany" if given else "continue")
+            if kind == "accompany":
+                return self._decode_accompany(payload, accept)
+            if kind != "continue":
+                raise ClientError(f"kind {kind!r} is not served by this melody model; it "
+                                  f"answers kind \"continue\" and kind \"accompany\"")
         try:
             request = ContinueRequest.model_validate(payload)
         except ValidationError as exc:
@@ -92,21 +184,55 @@ class MelodyHandler:
                 raise ClientError(str(exc)) from None
         return request, primer, bool(accept and MIDI in accept)
 
+    def _decode_accompany(self, payload: dict[str, Any], accept: str | None
+                          ) -> Accompaniment:
+        try:
+            request = AccompanyRequest.model_validate(payload)
+        except ValidationError as exc:
+            raise from_validation_error(exc, valid=ACCOMPANY_KEYS) from None
+        melody = melody_of(request.melody, request.melody_midi)
+        return Accompaniment(request=request, melody=melody, seed=seed_or_new(request.seed),
+                             answer=answer_for(accept))
+
     def wants_stream(self, request: Any) -> bool:
         return False
 
     def stream(self, request: Any, cancelled: threading.Event | None = None) -> Any:
         raise ClientError("melody continuation is not streamed; set stream to false")
 
+    def accompany(self, decoded: Accompaniment) -> Any:
+        """The melody on one track; on another, the model's continuation of it."""
+        request = decoded.request
+        end = max(start + duration for _, start, duration in decoded.melody)
+        length = 4.0 * request.bars
+        primer = primer_of(decoded.melody)[-MAX_PRIMER_NOTES:]
+        notes = self._continue(primer, request.bars * STEPS_PER_BAR, request.temperature,
+                               request.top_k, decoded.seed, quarters=length)
+        tracks = [sorted(decoded.melody, key=lambda n: (n[1], n[0])),
+                  placed(notes, end, end + length)]
+        steps = -(-round((end + length) * STEPS_PER_QUARTER) // STEPS_PER_BAR) * STEPS_PER_BAR
+        roll = notes_to_roll([melody_steps(track) for track in tracks], steps)
+        return respond(answer=decoded.answer,
+                       tracks=list(zip(request.tracks, request.program_list(), tracks,
+                                       strict=True)),
+                       roll=roll, tempo_bpm=request.tempo_bpm, pianoroll=request.pianoroll,
+                       fields={"kind": "accompany", "seed": decoded.seed, "bars": request.bars,
+                               "temperature": request.temperature, "continuation_start": end})
+
     def _continue(self, primer: list[Note], max_new: int, temperature: float,
-                  top_k: int | None, seed: int | None) -> list[Note]:
+                  top_k: int | None, seed: int | None, quarters: float | None = None
+                  ) -> list[Note]:
         generator = None
         if temperature > 0:
             generator = torch.Generator(device=self.device).manual_seed(seed or 0)
         return continue_melody(self.model, self.vocabulary, primer, max_new_notes=max_new,
-                               temperature=temperature, top_k=top_k, generator=generator)
+                               temperature=temperature, top_k=top_k, generator=generator,
+                               quarters=quarters)
 
-    def predict(self, decoded: tuple[ContinueRequest, list[Note], bool]) -> Any:
+    def predict(self, decoded: tuple[ContinueRequest, list[Note], bool] | Accompaniment
+                ) -> Any:
+        if isinstance(decoded, Accompaniment):
+            return self.accompany(decoded)
         request, primer, as_midi = decoded
         seed = request.seed
         if seed is None and request.temperature > 0:

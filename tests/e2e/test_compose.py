@@ -1,18 +1,26 @@
-"""The musegan family end to end: `genkiln train`, `genkiln serve` over HTTP, and quality."""
+"""Composing end to end: the musegan family (`genkiln train`, `genkiln serve` over HTTP,
+quality), and the rnn family's continuation as a second way to accompany a melody."""
 
 import base64
+import io
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import MUSEGAN_TINY
-from tests.e2e.servers import GENKILN, serving
+from tests.e2e.servers import GENKILN, Served, serving
 from tests.e2e.test_image_families import flags
-from training.data.midi import read_midi
+from training.data.midi import read_midi, write_midi
+from training.data.music import Note
+from training.data.pianoroll import PITCHES, STEPS_PER_BAR
 from training.entry import run_training
 from training.local import emulate_opt_ml
 
@@ -66,3 +74,97 @@ def test_a_short_run_moves_toward_the_chorales(tmp_path: Path, chorale_dir: Path
     real = metrics["val_tonal_distance_real"]
     assert abs(metrics["val_tonal_distance"] - real) < \
         abs(metrics["val_tonal_distance_untrained"] - real), metrics
+
+
+# --- the rnn family's continuation as an accompaniment ----------------------------------
+@pytest.fixture(scope="module")
+def melody_server(melody_rnn_artifact: Path) -> Iterator[Served]:
+    """`genkiln serve` for a melody RNN trained for a few steps on scales in eight keys."""
+    with serving(melody_rnn_artifact, env=ONE_THREAD) as served:
+        yield served
+
+
+def invoke(served: Served, payload: Any, **headers: str) -> httpx.Response:
+    return httpx.post(f"{served.url}/invocations", json=payload, headers=headers, timeout=30)
+
+
+def test_the_rnn_continues_a_melody_on_a_second_track(melody_server: Served) -> None:
+    request = {"melody": TUNE, "bars": 2, "seed": 5, "programs": {"melody": 73,
+                                                                  "continuation": 71}}
+    answer = invoke(melody_server, request)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["kind"] == "accompany" and body["seed"] == 5 and body["bars"] == 2
+    melody_track, continuation = body["tracks"]
+    assert (melody_track["name"], continuation["name"]) == ("melody", "continuation")
+    # The melody is kept note for note; the model's notes follow it, for two bars.
+    assert melody_track["notes"] == [{**n, "start": float(n["start"]),
+                                      "duration": float(n["duration"])} for n in TUNE]
+    assert body["continuation_start"] == 8.0
+    added = [(n["pitch"], n["start"], n["duration"]) for n in continuation["notes"]]
+    assert added and all(start >= 8.0 and start + length <= 16.0
+                         for _, start, length in added), added
+    parts = read_midi(base64.b64decode(body["midi"])).parts
+    assert [(p.name, p.program) for p in parts] == [("Melody", 73), ("Continuation", 71)]
+    assert parts[0].notes == [(n["pitch"], n["start"], n["duration"]) for n in TUNE]
+    assert parts[1].notes == added
+
+    again = invoke(melody_server, request).json()
+    assert again.pop("generation_id") != body.pop("generation_id")
+    assert again == body  # same seed, same music
+    others = {json.dumps(invoke(melody_server, {**request, "seed": seed}).json()["tracks"][1])
+              for seed in (6, 7, 8)}
+    assert len(others | {json.dumps(continuation)}) > 1, "the seed changes the answer"
+
+
+def test_the_rnn_takes_a_midi_melody_and_answers_midi_or_a_piano_roll(
+        melody_server: Served) -> None:
+    tune = [72, 71, 69, 67, 65, 64, 62, 60]
+    payload = {"melody_midi": base64.b64encode(write_midi([Note(p, 0.5) for p in tune]))
+               .decode(), "bars": 1, "seed": 2}
+    midi = invoke(melody_server, payload, Accept="audio/midi")
+    assert midi.status_code == 200 and midi.headers["content-type"] == "audio/midi"
+    first, second = read_midi(midi.content).parts
+    assert [p for p, _, _ in first.notes] == tune and second.notes
+    assert min(start for _, start, _ in second.notes) >= 4.0  # after the melody's 4 beats
+    png = invoke(melody_server, payload, Accept="image/png")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(png.content)) as image:
+        assert image.size == (2 * STEPS_PER_BAR * 4, PITCHES * 4)  # melody + 1 bar, scale 4
+    body = invoke(melody_server, {**payload, "pianoroll": True}).json()
+    assert base64.b64decode(body["pianoroll"]) == png.content
+    assert base64.b64decode(body["midi"]) == midi.content
+
+
+def test_the_playground_offers_the_rnn_the_same_way(melody_server: Served) -> None:
+    from inference.playground.app import build_payload
+
+    hints = httpx.get(f"{melody_server.url}/info", timeout=10).json()["playground"]
+    assert (hints["input"], hints["input_field"], hints["output"]) == \
+        ("midi", "melody_midi", "midi")
+    tune = write_midi([Note(p, 1.0) for p in [67, 69, 71, 72]])
+    body = invoke(melody_server, build_payload(
+        hints, prompt="", seed=4, midi_base64=base64.b64encode(tune).decode())).json()
+    assert len(read_midi(base64.b64decode(body["midi"])).parts) == 2
+
+
+@pytest.mark.parametrize(("payload", "status", "fragment"), [
+    ({"melody_midi": "not base64!"}, 422, "melody_midi is not valid base64"),
+    ({"melody_midi": base64.b64encode(b"MThd garbage").decode()}, 422,
+     "not a readable MIDI file"),
+    ({"melody": []}, 422, "the melody holds no notes; send at least one note"),
+    ({"kind": "accompany"}, 422, "send a melody: melody (a list of notes"),
+    ({"melody": TUNE, "bars": 0}, 422, "bars: Input should be greater than or equal to 1"),
+    ({"melody": TUNE, "bars": 33}, 422, "bars: Input should be less than or equal to 32"),
+    ({"melody": TUNE, "programs": {"alto": 1}}, 422,
+     "unknown track 'alto'; the tracks are melody, continuation"),
+    ({"melody": TUNE, "threshold": 0.5}, 422, "valid keys: bars, kind, melody"),
+    ({"kind": "arrange", "melody": TUNE}, 422,
+     "it answers kind \"continue\" and kind \"accompany\""),
+])
+def test_bad_accompaniment_requests_say_what_to_change(
+        melody_server: Served, payload: Any, status: int, fragment: str) -> None:
+    answer = invoke(melody_server, payload)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert fragment in error and "Traceback" not in error

@@ -1,6 +1,8 @@
 """The playground in a real headless Chromium, in front of the real server and a tiny
 trained Transformer: type a prompt, watch it stream, regenerate, click Better, and find
-the preference in the feedback store.
+the preference in the feedback store. And in front of a tiny MuseGAN and a tiny melody
+RNN: upload a melody, get the tracks back (four; or the melody and its continuation) and
+play them.
 
 Needs Debian's `chromium` and `chromium-driver` (`bash .ci/setup-browser.sh`) and the
 `selenium` package (the dev extra). Without them the test is skipped locally; in CI
@@ -9,11 +11,13 @@ Needs Debian's `chromium` and `chromium-driver` (`bash .ci/setup-browser.sh`) an
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +93,11 @@ def artifact(tmp_path_factory: pytest.TempPathFactory, text_dir: Path) -> Path:
     return opt_ml.model_dir
 
 
-@pytest.fixture(scope="module")
-def playground(artifact: Path, tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[tuple[str, Path]]:
-    store = tmp_path_factory.mktemp("store")
-    env = {**os.environ, "GENKILN_FEEDBACK_DIR": str(store), "GENKILN_LOG_LEVEL": "WARNING"}
+@contextmanager
+def page_for(artifact: Path, store: Path, **env: str) -> Iterator[str]:
+    """`genkiln serve` for ``artifact`` and `genkiln playground` in front of it: the URL."""
+    env = {**os.environ, "GENKILN_FEEDBACK_DIR": str(store), "GENKILN_LOG_LEVEL": "WARNING",
+           **env}
     server_port, page_port = free_port(), free_port()
     processes = []
     try:
@@ -102,11 +106,37 @@ def playground(artifact: Path, tmp_path_factory: pytest.TempPathFactory
         processes.append(start([*GENKILN, "playground", "--url",
                                 f"http://127.0.0.1:{server_port}", "--port", str(page_port)],
                                env, f"http://127.0.0.1:{page_port}/"))
-        yield f"http://127.0.0.1:{page_port}/", store
+        yield f"http://127.0.0.1:{page_port}/"
     finally:
         for process in processes:
             process.terminate()
             process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def playground(artifact: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[str, Path]]:
+    store = tmp_path_factory.mktemp("store")
+    with page_for(artifact, store) as url:
+        yield url, store
+
+
+@pytest.fixture(scope="module")
+def compose_playground(musegan_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+                       ) -> Iterator[str]:
+    """The playground in front of a MuseGAN trained for a few steps on Bach chorales."""
+    with page_for(musegan_artifact, tmp_path_factory.mktemp("store_musegan"),
+                  OMP_NUM_THREADS="1") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def melody_playground(melody_rnn_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[str]:
+    """The playground in front of a melody RNN trained for a few steps on scales."""
+    with page_for(melody_rnn_artifact, tmp_path_factory.mktemp("store_rnn"),
+                  OMP_NUM_THREADS="1") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +234,85 @@ def test_the_page_reads_and_plays_midi_answers(playground: tuple[str, Path],
     assert [(n["pitch"], n["start"], n["end"]) for n in song["notes"]] == [
         (60, 0.0, 0.5), (64, 0.75, 1.0), (67, 1.0, 2.0)]
     assert song["duration"] == 2.0
+
+
+TUNE = [72, 71, 69, 67, 65, 64, 62, 60, 62, 64, 65, 67, 69, 71, 72, 72]
+
+
+def upload_generate_and_play(browser: Any, url: str, folder: Path, family: str,
+                             changes: dict[str, Any]) -> list[tuple[str, int]]:
+    """Open the page, upload TUNE as a MIDI file through the file input, press Generate
+    (the page's request template changed by ``changes``), check that the page shows the
+    tracks that came back, press Play and wait for the sound to start: the tracks' names
+    and note counts."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    from training.data.midi import read_midi, write_midi
+    from training.data.music import Note
+
+    melody = folder / "tune.mid"
+    melody.write_bytes(write_midi([Note(p, 0.5) for p in TUNE], tempo_bpm=120))
+    browser.get(url)
+    button = browser.find_element(By.ID, "generate")
+    wait_for(button.is_enabled, "the page to load the model's description")
+    assert family in browser.find_element(By.ID, "model").text
+    upload = browser.find_element(By.ID, "midi-file")
+    assert upload.is_displayed(), "the page offers a melody upload for this model"
+    assert not browser.find_element(By.ID, "prompt").is_displayed()
+    upload.send_keys(str(melody))
+    wait_for(lambda: browser.find_element(By.ID, "status").text == "tune.mid: 16 notes",
+             "the page to read the uploaded melody")
+    template = browser.find_element(By.ID, "template")
+    request = json.loads(template.get_attribute("value"))
+    assert request["kind"] == "accompany"
+    browser.execute_script("arguments[0].value = arguments[1]", template,
+                           json.dumps({**request, **changes}))
+    button.click()
+
+    [generation] = wait_for(lambda: browser.execute_script(
+        "return window.playground.generations"), "the answer")
+    status = browser.find_element(By.ID, "status").text
+    assert status == "done", status
+    song = read_midi(base64.b64decode(generation["output"]["midi_base64"]))
+    assert [pitch for pitch, _, _ in song.parts[0].notes] == TUNE  # the melody is kept
+    tracks = [(part.name, len(part.notes)) for part in song.parts]
+
+    shown = browser.find_element(By.ID, "midi-output")
+    assert shown.is_displayed() and shown.get_attribute("data-tracks") == str(len(tracks))
+    total = sum(count for _, count in tracks)
+    listed = ", ".join(f"{name} ({count})" for name, count in tracks)
+    assert browser.find_element(By.ID, "output").text.startswith(
+        f"{len(tracks)} tracks: {listed}; {total} notes")
+
+    browser.find_element(By.ID, "play-output").click()
+    played = wait_for(lambda: browser.execute_script("return window.playground.played"),
+                      "the answer to be scheduled")
+    assert played == {"tracks": len(tracks), "notes": total, "voices": total}
+    wait_for(lambda: browser.execute_script("return window.playground.audio.playing()"),
+             "the audio clock to reach the first note", timeout=30)
+    assert browser.find_element(By.ID, "stop-audio").is_displayed()
+    browser.find_element(By.ID, "stop-audio").click()
+    return tracks
+
+
+def test_upload_a_melody_and_play_the_four_track_arrangement(
+        compose_playground: str, browser: Any, tmp_path: Path) -> None:
+    """The page asks the musegan server the way its /info hints say: the melody goes up as
+    a MIDI file through the file input, four tracks come back, and Play schedules them."""
+    # A model trained for a few steps is unsure of every pitch: a low threshold lets each
+    # voice sing, so the arrangement has notes on all four tracks to play.
+    tracks = upload_generate_and_play(browser, compose_playground, tmp_path, "musegan",
+                                      {"threshold": 0.05})
+    assert [name for name, _ in tracks] == ["Melody", "Alto", "Tenor", "Bass"]
+    assert all(count > 0 for _, count in tracks), tracks
+
+
+def test_upload_a_melody_and_play_the_rnn_continuation(
+        melody_playground: str, browser: Any, tmp_path: Path) -> None:
+    """The melody rnn, offered the same way: the melody and the model's answer to it."""
+    tracks = upload_generate_and_play(browser, melody_playground, tmp_path, "rnn",
+                                      {"bars": 2})
+    assert [name for name, _ in tracks] == ["Melody", "Continuation"]
+    assert tracks[1][1] > 0, tracks

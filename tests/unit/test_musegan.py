@@ -37,7 +37,7 @@ from training.evaluate_music import metric_gap, music_metrics
 from training.hyperparameters import build
 from training.local import emulate_opt_ml
 from training.models import get_family
-from training.models.musegan import MuseGAN, MuseGANConfig
+from training.models.musegan import MuseGAN, MuseGANConfig, Patch, Resize
 from training.recipes.musegan import Recipe, load
 
 TUNE = [{"pitch": p, "start": i * 1.0, "duration": 1.0}
@@ -212,6 +212,37 @@ def test_save_load_round_trip(tmp_path: Path, chorale_dir: Path) -> None:
     expected = recipe.model.arrange(melody, generator=torch.Generator().manual_seed(5))
     assert torch.equal(loaded.arrange(melody, generator=torch.Generator().manual_seed(5)),
                        expected)
+
+
+def test_resizing_holds_notes_where_a_transposed_layer_need_not() -> None:
+    """Repeated steps enter the resize layer, so without neighbours each pair of output
+    steps is equal: a sixteenth-note step cannot differ from its partner."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 3, 8)  # (N, T, P, C)
+    held = Resize(8, 5, neighbours=False)(x)
+    assert held.shape == (2, 8, 3, 5) and torch.equal(held[:, 0::2], held[:, 1::2])
+    mixed = Resize(8, 5, neighbours=True)(x)
+    assert mixed.shape == (2, 8, 3, 5) and not torch.equal(mixed[:, 0::2], mixed[:, 1::2])
+    split = Patch(8, 5, axis=1, factor=-2)(x)
+    assert not torch.equal(split[:, 0::2], split[:, 1::2])
+
+
+def test_an_artifact_from_before_resizing_loads_with_transposed_layers(
+        tmp_path: Path, chorale_dir: Path) -> None:
+    values = {k: v for k, v in MUSEGAN_TINY.items() if k != "family"}
+    run = build(TrainConfig, {**values, "family": "musegan"})
+    cfg = build(MuseGANConfig, {"g_width": "16", "d_width": "16", "latent_dim": "8",
+                                "upsample": "transposed"})
+    recipe = Recipe(run, cfg, train_dir=chorale_dir, validation_dir=None,
+                    device=torch.device("cpu"), log=lambda _: None)
+    recipe.export(tmp_path / "model", config={}, metrics={})
+    manifest_path = tmp_path / "model" / "genkiln.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["model_args"]["upsample"]  # as written before the field existed
+    manifest_path.write_text(json.dumps(manifest))
+    loaded = load(load_artifact(tmp_path / "model"))
+    assert loaded.config.upsample == "transposed"
+    assert isinstance(loaded.model.generator.up1, Patch)
 
 
 # --- serving --------------------------------------------------------------------------

@@ -7,7 +7,10 @@ generator, as in the paper's conditional model), and the bar generator writes th
 alto, tenor and bass of that bar from them and from noise. The noise follows MuseGAN's
 hybrid model: a vector shared by the whole phrase, one per bar from a temporal network
 (so bars differ yet hang together), and one per track (each voice its own character).
-The tracks come out of one shared trunk and a private last layer per track.
+The tracks come out of one shared trunk and a private last layer per track. Time is
+doubled by repeating steps and mixing them (a resize-convolution) rather than by
+MuseGAN's transposed convolutions, whose separate weights for each step of a pair write
+sixteenth-note fragments; `upsample="transposed"` keeps MuseGAN's.
 
 The discriminator D scores all four tracks of a phrase: per bar, a piano-roll stream
 (convolutions over time and pitch) and a chroma stream (pitch classes per beat, which
@@ -49,6 +52,11 @@ class MuseGANConfig:
     binarize: bool = True  # D sees notes, not probabilities (straight-through estimator)
     monophonic: bool = True  # a voice sings one pitch at a time: its likeliest, if > threshold
     onset_stream: bool = True  # D also reads where notes start and end (MuseGAN's third stream)
+    # How G doubles its time resolution, quarters to eighths to sixteenths: "resize"
+    # (each step repeated, then mixed with its neighbours at eighths, kept per step at
+    # sixteenths: voices move in eighths or slower) or MuseGAN's "transposed" convolutions
+    # (each step of a pair from its own weights: notes come out in sixteenth fragments).
+    upsample: Literal["resize", "transposed"] = "resize"
 
     def validate(self) -> None:
         require(1 <= self.n_bars <= 16, "n_bars", "must be between 1 and 16")
@@ -62,6 +70,8 @@ class MuseGANConfig:
         require(0 <= self.beta1 < 1, "beta1", "must be in [0, 1)")
         require(0 <= self.beta2 < 1, "beta2", "must be in [0, 1)")
         require(0 <= self.transpose <= 6, "transpose", "must be between 0 and 6 semitones")
+        require(self.upsample in ("resize", "transposed"), "upsample",
+                "must be resize or transposed")
 
 
 OCTAVES = PITCHES // 12
@@ -98,6 +108,27 @@ class Patch(nn.Module):
         return y.transpose(2, 3).reshape(n, t * f, p, self.c_out)  # (N, T·f, P, C')
 
 
+class Resize(nn.Module):
+    """Twice the time steps of a channel-last map (N, T, P, C): each step repeated, then a
+    layer that reads each step and, with ``neighbours``, the steps either side of it
+    (zeros beyond the bar). Unlike a transposed convolution, where the two halves of each
+    pair come from separate weights, neighbouring steps start out alike, so a held note
+    is the easy thing to write (the resize-convolution of Odena et al. 2016,
+    "Deconvolution and checkerboard artifacts")."""
+
+    def __init__(self, c_in: int, c_out: int, *, neighbours: bool) -> None:
+        super().__init__()
+        self.neighbours = neighbours
+        self.linear = nn.Linear((3 if neighbours else 1) * c_in, c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.repeat_interleave(2, dim=1)  # (N, 2T, P, C)
+        if self.neighbours:
+            padded = F.pad(x, (0, 0, 0, 0, 1, 1))  # (N, 2T+2, P, C)
+            x = torch.cat([padded[:, :-2], x, padded[:, 2:]], -1)  # (N, 2T, P, 3C)
+        return self.linear(x)  # (N, 2T, P, C')
+
+
 def _norm(norm: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
     """Batch norm over every position of a channel-last map."""
     return norm(x.reshape(-1, x.shape[-1])).view(x.shape)
@@ -130,9 +161,17 @@ class Generator(nn.Module):
                                       nn.Linear(2 * z, z * cfg.n_bars))
         self.project = nn.Linear((2 + ACCOMPANIMENT) * z, 4 * OCTAVES * w)
         self.norm0 = nn.BatchNorm1d(w)
-        self.up1 = Patch(2 * w, w, axis=1, factor=-2)  # (4, k) -> (8, k)
+
+        def up(c_in: int, c_out: int, *, neighbours: bool) -> nn.Module:
+            if cfg.upsample == "resize":
+                return Resize(c_in, c_out, neighbours=neighbours)
+            return Patch(c_in, c_out, axis=1, factor=-2)
+
+        # Resized, eighths may move against their neighbours; sixteenths follow the eighth
+        # they come from (and the melody's features, joined at each resolution).
+        self.up1 = up(2 * w, w, neighbours=True)  # (4, k) -> (8, k)
         self.norm1 = nn.BatchNorm1d(w)
-        self.up2 = Patch(w + w // 2, w // 2, axis=1, factor=-2)  # -> (16, k)
+        self.up2 = up(w + w // 2, w // 2, neighbours=False)  # -> (16, k)
         self.norm2 = nn.BatchNorm1d(w // 2)
         per_track = max(4, w // 8)
         # Each octave position spreads over its 12 pitches: (16, k) -> (16, 12k).

@@ -71,6 +71,8 @@ def load(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedMuseGA
     if roll != ROLL:
         raise ArtifactError(f"{artifact.directory}: its piano rolls ({roll}) are not this "
                             f"genkiln's ({ROLL}); re-train the model with this genkiln")
+    # Artifacts from before `upsample` existed were all trained with transposed layers.
+    args.setdefault("upsample", "transposed")
     try:
         cfg = MuseGANConfig(**args)
         model = MuseGAN(cfg)

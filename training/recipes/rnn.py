@@ -22,6 +22,7 @@ from training.data import tokens as token_data
 from training.data.folder import scan_folder
 from training.data.midi import write_midi
 from training.data.music import (
+    DURATIONS,
     EventVocabulary,
     MusicCorpus,
     Note,
@@ -81,16 +82,34 @@ def load(artifact: Artifact, device: str | torch.device = "cpu") -> SequenceMode
 
 def continue_melody(model: SequenceRNN, vocab: EventVocabulary, primer: list[Note], *,
                     max_new_notes: int, temperature: float, top_k: int | None,
-                    generator: torch.Generator | None) -> list[Note]:
-    """Continue ``primer`` by up to ``max_new_notes`` notes (fewer if the model ends it)."""
+                    generator: torch.Generator | None,
+                    quarters: float | None = None) -> list[Note]:
+    """Continue ``primer`` by up to ``max_new_notes`` notes (fewer if the model ends it).
+
+    With ``quarters``, the continuation may not end before it lasts that many quarter
+    notes, and stops once it does (its last note may run past them)."""
     ids = vocab.encode(primer, close=False)
+    rules = grammar(vocab, model.embed.weight.device)
+
+    def allowed(last: int) -> torch.Tensor:
+        mask = rules(last)
+        if quarters is None or not mask[vocab.end_id]:
+            return mask
+        mask = mask.clone()
+        mask[vocab.end_id] = False  # not as long as asked yet: no end marker
+        return mask
+
+    lengths = {i: d for i, d in zip(vocab.duration_ids, DURATIONS, strict=True)}
     out: list[int] = []
+    elapsed = 0.0
     for token in model.generate(ids, max_new_tokens=2 * max_new_notes, temperature=temperature,
-                                top_k=top_k, generator=generator,
-                                allowed=grammar(vocab, model.embed.weight.device)):
+                                top_k=top_k, generator=generator, allowed=allowed):
         if token.id == vocab.end_id:
             break
         out.append(token.id)
+        elapsed += lengths.get(token.id, 0.0)
+        if quarters is not None and elapsed >= quarters:
+            break
     return vocab.decode(out)
 
 

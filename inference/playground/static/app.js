@@ -8,6 +8,7 @@
   // it came in: a small model may decode a whole answer before the first read).
   const state = window.playground = {
     info: null, hints: {}, generations: [], streamLog: [], busy: false, midi: null, audio: null,
+    played: null,
   };
 
   function status(text, isError) {
@@ -68,8 +69,11 @@
       const song = GenkilnMidi.parse(Uint8Array.from(atob(output.midi_base64), c => c.charCodeAt(0)));
       state.outputSong = song;
       $("midi-output").hidden = false;
+      $("midi-output").dataset.tracks = song.tracks.length;
       GenkilnMidi.drawRoll($("roll"), song.notes, song.duration);
-      $("output").textContent = `${song.notes.length} notes, ${song.duration.toFixed(1)} s`;
+      const parts = song.tracks.map(t => `${t.name || "untitled"} (${t.notes})`).join(", ");
+      $("output").textContent = `${song.tracks.length} track${song.tracks.length === 1 ? "" : "s"}: ` +
+        `${parts}; ${song.notes.length} notes, ${song.duration.toFixed(1)} s`;
     } else {
       $("output").textContent = JSON.stringify(output.json !== undefined ? output.json : output, null, 2);
     }
@@ -154,6 +158,8 @@
   function playSong(song) {
     if (state.audio) state.audio.stop();
     state.audio = GenkilnMidi.play(song.notes);
+    // What was scheduled: a test reads it, and state.audio.playing() once the sound is due.
+    state.played = {tracks: song.tracks.length, notes: song.notes.length, voices: state.audio.voices};
     $("stop-audio").hidden = false;
   }
 

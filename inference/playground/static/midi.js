@@ -1,6 +1,9 @@
 // A Standard MIDI File reader and a small WebAudio synth: no soundfont, no library.
-// GenkilnMidi.parse(bytes) -> {notes: [{pitch, velocity, channel, start, end}], duration}
-// (times in seconds, tempo changes applied); GenkilnMidi.play(notes) -> a handle with stop().
+// GenkilnMidi.parse(bytes) -> {notes: [{pitch, velocity, channel, track, start, end}],
+// duration, tracks: [{name, notes}]}: times in seconds, tempo changes applied; `tracks`
+// lists the track chunks that are named or hold notes (a silent voice still counts).
+// GenkilnMidi.play(notes) -> a handle with stop() and playing() (true once the audio clock
+// has passed the first note's start).
 (function () {
   "use strict";
 
@@ -39,10 +42,12 @@
     r.pos = 8 + headerLength;
 
     const events = [];  // {tick, type: "on" | "off" | "tempo", ...}
+    const names = [];
     for (let t = 0; t < tracks; t++) {
       if (r.text(4) !== "MTrk") throw new Error("a MIDI track chunk is missing");
       const end = r.u32() + r.pos;
       let tick = 0, status = 0;
+      names.push("");
       while (r.pos < end) {
         tick += r.vlq();
         let b = r.byte();
@@ -50,6 +55,8 @@
           const type = r.byte(), length = r.vlq(), start = r.pos;
           if (type === 0x51 && length === 3) {
             events.push({tick, type: "tempo", mpq: (r.byte() << 16) | (r.byte() << 8) | r.byte()});
+          } else if (type === 0x03 && !names[t]) {
+            names[t] = r.text(length);
           }
           r.pos = start + length;
           if (type === 0x2f) break;  // end of track
@@ -61,8 +68,8 @@
         const kind = status & 0xf0, channel = status & 0x0f;
         if (kind === 0xc0 || kind === 0xd0) { r.byte(); continue; }
         const a = r.byte(), v = r.byte();
-        if (kind === 0x90 && v > 0) events.push({tick, type: "on", pitch: a, velocity: v, channel});
-        else if (kind === 0x80 || kind === 0x90) events.push({tick, type: "off", pitch: a, channel});
+        if (kind === 0x90 && v > 0) events.push({tick, type: "on", pitch: a, velocity: v, channel, track: t});
+        else if (kind === 0x80 || kind === 0x90) events.push({tick, type: "off", pitch: a, channel, track: t});
       }
       r.pos = end;
     }
@@ -75,10 +82,11 @@
       seconds += ((e.tick - lastTick) * mpq) / (division * 1e6);
       lastTick = e.tick;
       if (e.type === "tempo") { mpq = e.mpq; continue; }
-      const key = e.channel * 128 + e.pitch;
+      const key = (e.track * 16 + e.channel) * 128 + e.pitch;
       if (e.type === "on") {
         if (!open.has(key)) open.set(key, []);
-        open.get(key).push({pitch: e.pitch, velocity: e.velocity, channel: e.channel, start: seconds});
+        open.get(key).push({pitch: e.pitch, velocity: e.velocity, channel: e.channel, track: e.track,
+                            start: seconds});
       } else if (open.has(key) && open.get(key).length) {
         const note = open.get(key).shift();
         note.end = seconds;
@@ -87,7 +95,10 @@
     }
     for (const waiting of open.values()) for (const note of waiting) { note.end = seconds; notes.push(note); }
     notes.sort((x, y) => x.start - y.start);
-    return {notes, duration: notes.reduce((m, n) => Math.max(m, n.end), 0)};
+    const counts = names.map(() => 0);
+    for (const n of notes) counts[n.track] += 1;
+    return {notes, duration: notes.reduce((m, n) => Math.max(m, n.end), 0),
+            tracks: names.map((name, t) => ({name, notes: counts[t]})).filter(k => k.notes > 0 || k.name)};
   }
 
   let context = null;
@@ -119,8 +130,11 @@
       osc.stop(end + 0.1);
       voices.push(osc);
     }
+    const first = t0 + notes.reduce((m, n) => Math.min(m, n.start), Infinity);
     return {
       startedAt: t0,
+      voices: voices.length,
+      playing() { return context.state === "running" && context.currentTime > first; },
       stop() {
         for (const v of voices) { try { v.stop(); } catch (e) { /* already stopped */ } }
         master.disconnect();
