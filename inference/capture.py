@@ -26,13 +26,13 @@ import base64
 import copy
 import hashlib
 import json
-import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from inference.errors import ClientError
+from inference.seeds import fresh_seed
 from training.feedback import (
     FeedbackConflict,
     FeedbackError,
@@ -171,7 +171,7 @@ def begin(family: str, payload: Any, headers: Mapping[str, str], *,
             payload["parameters"] = {}
         seed_holder = payload.get("parameters")
     if isinstance(seed_holder, dict) and seed_holder.get("seed") is None:
-        seed_holder["seed"] = random.SystemRandom().randrange(MAX_PICKED_SEED)
+        seed_holder["seed"] = fresh_seed(MAX_PICKED_SEED)
 
     inputs = payload.get("inputs")
     if isinstance(inputs, list):  # several prompts, several generations

@@ -156,7 +156,7 @@ def create_app(model_dir: Path, *, device: str = "cpu",
                        settings=settings or ServingSettings.from_env())
     # Records are written beside generation, never in its way.
     store = store_from_environment() if feedback_store is _FROM_ENVIRONMENT else feedback_store
-    recorder = ThreadPoolExecutor(max_workers=8, thread_name_prefix="genkiln-feedback")
+    recorder = ThreadPoolExecutor(max_workers=4, thread_name_prefix="genkiln-feedback")
     log.info("feedback store: %s", store if store is not None else "off")
 
     @asynccontextmanager

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -153,24 +153,30 @@ class LocalFeedbackStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._folders: set[Path] = set()  # made already
 
     def put(self, record: GenerationRecord | FeedbackRecord) -> bool:
         """Store `record`; False when the same record was already there (a retry)."""
-        path = self.root / record_key(record)
+        key = record_key(record)
+        path = self.root / key
         body = encode(record)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            if same_record(path.read_bytes(), body):
-                return False
-            raise FeedbackConflict(f"{record_key(record)} already holds a different record; "
-                                   f"use a new id")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+        durable = isinstance(record, FeedbackRecord)
+        # The temporary name is unique to this record, process and thread: no search for
+        # a free name, and two writers of one id never share one.
+        tmp = path.parent / f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp"
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
         try:
-            durable = isinstance(record, FeedbackRecord)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except FileNotFoundError:  # the folder went away since: make it again
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
             with os.fdopen(fd, "wb") as out:
                 out.write(body)
-                out.flush()
                 if durable:
+                    out.flush()
                     os.fsync(out.fileno())
             # link, not rename: of two racing writers of one id, exactly one wins.
             try:
@@ -178,8 +184,8 @@ class LocalFeedbackStore:
             except FileExistsError:
                 if same_record(path.read_bytes(), body):
                     return False
-                raise FeedbackConflict(f"{record_key(record)} already holds a different "
-                                       f"record; use a new id") from None
+                raise FeedbackConflict(f"{key} already holds a different record; use a "
+                                       f"new id") from None
         finally:
             os.unlink(tmp)
         if durable:

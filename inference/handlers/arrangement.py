@@ -8,7 +8,6 @@ Times are in quarter notes; a note is (pitch, start, duration).
 from __future__ import annotations
 
 import base64
-import random
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inference.errors import ClientError, midi_from_base64
 from inference.handlers import Binary
+from inference.seeds import fresh_seed
 from training.data.errors import DataError
 from training.data.midi import write_tracks
 from training.data.pianoroll import melody_of_midi, picture
@@ -105,7 +105,7 @@ def answer_for(accept: str | None) -> str:
 
 
 def seed_or_new(seed: int | None) -> int:
-    return seed if seed is not None else random.SystemRandom().randrange(2**31)
+    return seed if seed is not None else fresh_seed(2**31)
 
 
 def respond(*, answer: str, tracks: Sequence[Track], roll: np.ndarray, tempo_bpm: float,

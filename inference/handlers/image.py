@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import random
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inference.errors import ClientError, from_validation_error
 from inference.handlers import Binary
+from inference.seeds import fresh_seed
 from training.data.png import encode_png, grid
 from training.models.convnets import ImageSpec
 
@@ -96,7 +96,7 @@ class ImageHandler:
         if png and kind not in self.image_kinds:
             raise ClientError(f"kind {kind!r} answers with numbers, not an image: drop "
                               f"'Accept: {PNG}' (or send Accept: application/json)", status=406)
-        seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)
+        seed = request.seed if request.seed is not None else fresh_seed(2**31)
         images = [self.image(value, f"images.{i}" if len(self._inputs(request)) > 1 else "image")
                   for i, value in enumerate(self._inputs(request))]
         label = self.label(getattr(request, "class_", None))

@@ -30,7 +30,6 @@ answer with the MIDI file or the piano roll, as musegan's do.
 from __future__ import annotations
 
 import base64
-import random
 import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -50,6 +49,7 @@ from inference.handlers.arrangement import (
     seed_or_new,
 )
 from inference.handlers.transformer import TextGenerationHandler
+from inference.seeds import fresh_seed
 from inference.threads import fit_threads
 from training.artifact import Artifact
 from training.data.errors import DataError
@@ -236,7 +236,7 @@ class MelodyHandler:
         request, primer, as_midi = decoded
         seed = request.seed
         if seed is None and request.temperature > 0:
-            seed = random.SystemRandom().randrange(2**63)  # reported back, to replay it
+            seed = fresh_seed(2**63)  # reported back, to replay it
         notes = self._continue(primer, request.max_new_notes, request.temperature,
                                request.top_k, seed)
         midi = write_midi([*primer, *notes], tempo_bpm=request.tempo_bpm,

@@ -10,7 +10,6 @@ and emits stream events or, at the end, the whole generation."""
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from inference.schema import (
     StreamEvent,
     Token,
 )
+from inference.seeds import fresh_seed
 from inference.settings import ServingSettings
 from inference.threads import fit_threads
 from training.artifact import Artifact
@@ -70,7 +70,7 @@ class TextJob:
         self.emit, self.done = emit, done
         seed = params.seed
         if params.sampling and seed is None:
-            seed = random.SystemRandom().randrange(2**63)  # reported back, to replay it
+            seed = fresh_seed(2**63)  # reported back, to replay it
         self.seed = seed
         self.prompt_ids = handler._prompt_ids(prompt, params)
         self.tokens: list[Token] = []
