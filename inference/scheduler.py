@@ -59,10 +59,39 @@ def _failed(reason: str) -> Exception:
     return RuntimeError(f"generation ended without an answer ({reason})")
 
 
+class Mailbox:
+    """Events from the decode thread to streams on the event loop, delivered in bulk.
+
+    One decode step makes a token for every active stream; waking the event loop once
+    per token (call_soon_threadsafe each) would cost 32 wake-ups a step at 32 streams.
+    Posts made before the loop runs the delivery share one wake-up instead.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._pending: list[tuple[asyncio.Queue[Any], Any]] = []
+        self._lock = threading.Lock()
+
+    def post(self, queue: asyncio.Queue[Any], item: Any) -> None:
+        """Put ``item`` on ``queue`` (from any thread)."""
+        with self._lock:
+            self._pending.append((queue, item))
+            if len(self._pending) > 1:
+                return  # a delivery is already on its way
+        self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for queue, item in pending:
+            queue.put_nowait(item)
+
+
 class Scheduler:
     def __init__(self, handler: Handler, settings: ServingSettings) -> None:
         self.handler, self.settings = handler, settings
         self.in_flight = 0  # changed on the event loop's thread only
+        self._mailbox: Mailbox | None = None  # made on the event loop, at first use
         self.decode_loop: Any = None
         self.batcher: MicroBatcher | None = None
         self.worker: ThreadPoolExecutor | None = None
@@ -164,11 +193,13 @@ class Scheduler:
     async def _stream_tokens(self, decoded: Any, deadline: float
                              ) -> AsyncIterator[dict[str, Any]]:
         loop = asyncio.get_running_loop()
+        if self._mailbox is None or self._mailbox.loop is not loop:
+            self._mailbox = Mailbox(loop)
+        post = self._mailbox.post
         events: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
         [job] = self.handler.jobs(  # type: ignore[attr-defined]
-            decoded, emit=lambda e: loop.call_soon_threadsafe(events.put_nowait, e),
-            done=lambda _: loop.call_soon_threadsafe(events.put_nowait, _END))
+            decoded, emit=lambda e: post(events, e), done=lambda _: post(events, _END))
         self.decode_loop.submit(job.sequence(deadline=deadline, cancelled=cancelled))
         sent = 0
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from inference.errors import ClientError
 from inference.handlers import load_handler
 from inference.handlers.transformer import TextGenerationHandler
-from inference.scheduler import Scheduler
+from inference.scheduler import Mailbox, Scheduler
 from inference.server import create_app
 from inference.settings import ServingSettings
 from training.artifact import load_artifact
@@ -163,3 +164,38 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENKILN_SERVING_PRECISION", "fp8")
     with pytest.raises(ValueError, match="set it to one of fp32, bf16, int8"):
         ServingSettings.from_env()
+
+
+def test_the_mailbox_delivers_in_order_with_one_wake_up_per_burst() -> None:
+    wake_ups = 0
+
+    async def main() -> list[list[int]]:
+        nonlocal wake_ups
+        loop = asyncio.get_running_loop()
+        mailbox = Mailbox(loop)
+        real = loop.call_soon_threadsafe
+
+        def counted(*args: Any) -> Any:
+            nonlocal wake_ups
+            wake_ups += 1
+            return real(*args)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        queues: list[asyncio.Queue[int]] = [asyncio.Queue(), asyncio.Queue()]
+
+        def burst(start: int) -> None:  # a decode step: a token for every stream
+            for i in range(start, start + 50):
+                mailbox.post(queues[i % 2], i)
+
+        # The loop is busy (blocked here) while each burst is posted, as it may be
+        # while the decode thread steps.
+        for start in (0, 50):
+            poster = threading.Thread(target=burst, args=(start,))
+            poster.start()
+            poster.join()
+            await asyncio.sleep(0)
+        return [[q.get_nowait() for _ in range(q.qsize())] for q in queues]
+
+    evens, odds = asyncio.run(main())
+    assert evens == list(range(0, 100, 2)) and odds == list(range(1, 100, 2))
+    assert wake_ups == 2
