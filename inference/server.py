@@ -72,8 +72,7 @@ class ModelState:
         try:
             artifact = load_artifact(self.model_dir)
             handler = load_handler(artifact, self.device)
-            if hasattr(handler, "probe"):  # the others fit their threads as they load
-                fit_threads(handler.probe)
+            fit_threads(handler.probe)
             self.scheduler = Scheduler(handler, self.settings)
             self.handler = handler
             log.info("model ready: %s from %s on %s", artifact.family, self.model_dir,
@@ -134,10 +133,8 @@ def _framing(accept: str | None) -> tuple[str, str, str]:
 _FROM_ENVIRONMENT: Any = object()
 
 
-def _record(store: FeedbackStore | None, records: list[Any]) -> None:
+def _record(store: FeedbackStore, records: list[Any]) -> None:
     """Keep generation records; a store that fails costs the record, not the answer."""
-    if store is None:
-        return
     for record in records:
         try:
             store.put(record)
@@ -158,6 +155,11 @@ def create_app(model_dir: Path, *, device: str = "cpu",
     store = store_from_environment() if feedback_store is _FROM_ENVIRONMENT else feedback_store
     recorder = ThreadPoolExecutor(max_workers=4, thread_name_prefix="genkiln-feedback")
     log.info("feedback store: %s", store if store is not None else "off")
+
+    async def keep(records: list[Any]) -> None:
+        """Record generations on the recorder's threads; nothing to do with capture off."""
+        if store is not None:
+            await asyncio.get_running_loop().run_in_executor(recorder, _record, store, records)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -224,8 +226,7 @@ def create_app(model_dir: Path, *, device: str = "cpu",
             decoded = handler.decode(pending.payload, request.headers.get("accept"))
             if handler.wants_stream(decoded):
                 return await _stream(scheduler, decoded, request.headers.get("accept"),
-                                     pending, lambda records: loop.run_in_executor(
-                                         recorder, _record, store, records))
+                                     pending, keep)
             result = await scheduler.predict(decoded)
             if isinstance(result, Binary):
                 pending.finish(result.body, result.media_type)
@@ -233,8 +234,7 @@ def create_app(model_dir: Path, *, device: str = "cpu",
                                             headers=pending.headers())
             else:
                 answer = JSONResponse(pending.finish(result), headers=pending.headers())
-            if store is not None:
-                await loop.run_in_executor(recorder, _record, store, pending.records)
+            await keep(pending.records)
             return answer
         except ClientError as exc:
             return _error(exc)

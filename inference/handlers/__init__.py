@@ -6,6 +6,8 @@ A handler is built from a verified artifact and offers:
     predict(request) -> a JSON-able response, or `Binary` (a PNG, a MIDI file) when the
                         request asked for that media type
     stream(request, cancelled) -> an iterator of JSON-able events; stops once `cancelled`
+    probe() -> one representative request, run as the server loads, to time the intra-op
+               thread count (inference.threads.fit_threads)
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class Handler(Protocol):
     def wants_stream(self, request: Any) -> bool: ...
 
     def stream(self, request: Any, cancelled: threading.Event | None = None) -> Any: ...
+
+    def probe(self) -> None: ...
 
 
 def load_handler(artifact: Artifact, device: str = "cpu") -> Handler:

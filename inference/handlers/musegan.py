@@ -35,7 +35,6 @@ from inference.handlers.arrangement import (
     respond,
     seed_or_new,
 )
-from inference.threads import fit_threads
 from training.artifact import Artifact
 from training.data.pianoroll import (
     PITCHES,
@@ -88,9 +87,13 @@ class MuseGANHandler:
     def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
         loaded = load(artifact, device)
         self.model, self.device = loaded.model, device
-        probe = torch.zeros((1, loaded.config.n_bars, STEPS_PER_BAR, PITCHES), device=device)
-        probe[..., 24] = 1.0
-        fit_threads(lambda: self.model.arrange(probe))
+
+    def probe(self) -> None:
+        """An arrangement of a held note: what the server times to fit its threads."""
+        melody = torch.zeros((1, self.model.cfg.n_bars, STEPS_PER_BAR, PITCHES),
+                             device=self.device)
+        melody[..., 24] = 1.0
+        self.model.arrange(melody)
 
     def decode(self, payload: Any, accept: str | None = None) -> Decoded:
         if not isinstance(payload, dict):

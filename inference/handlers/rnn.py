@@ -50,7 +50,6 @@ from inference.handlers.arrangement import (
 )
 from inference.handlers.transformer import TextGenerationHandler
 from inference.seeds import fresh_seed
-from inference.threads import fit_threads
 from training.artifact import Artifact
 from training.data.errors import DataError
 from training.data.midi import write_midi
@@ -157,7 +156,10 @@ class MelodyHandler:
         self.model = sequence_model.model
         self.vocabulary = sequence_model.vocabulary
         self.device = device
-        fit_threads(lambda: self._continue([Note(60, 1.0)], 4, 0.0, None, None))
+
+    def probe(self) -> None:
+        """A short continuation: what the server times to fit its threads."""
+        self._continue([Note(60, 1.0)], 4, 0.0, None, None)
 
     def decode(self, payload: Any, accept: str | None = None
                ) -> tuple[ContinueRequest, list[Note], bool] | Accompaniment:

@@ -33,7 +33,6 @@ from inference.schema import (
 )
 from inference.seeds import fresh_seed
 from inference.settings import ServingSettings
-from inference.threads import fit_threads
 from training.artifact import Artifact
 from training.data.tokenizer import IncrementalDecoder, TextTokenizer
 from training.models.decoding import serving_precision, slot_decoder
@@ -163,7 +162,6 @@ class TextGenerationHandler:
         self.model: Any = serving_precision(model, self.settings.precision)
         self.context_limit: int = model.context_limit
         self.device = device
-        self.threads = fit_threads(self._decode_probe)
         self._solo: ContinuousBatcher | None = None  # predict()/stream() outside a server
         self._solo_lock = threading.Lock()
 
@@ -172,7 +170,8 @@ class TextGenerationHandler:
         lm = load(artifact, device)
         return lm.model, lm.tokenizer
 
-    def _decode_probe(self) -> None:
+    def probe(self) -> None:
+        """A few greedy tokens: what the server times to fit its threads."""
         probe = [self.tokenizer.eot_id] * 4
         for _ in self.model.generate(probe, max_new_tokens=min(8, self.context_limit - 4),
                                      temperature=0.0):
