@@ -57,12 +57,11 @@ class GPTSlots:
         shape = (cfg.n_layer, slots, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
         self.k = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
         self.v = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
-        self.lengths = torch.zeros(slots, dtype=torch.long, device=weight.device)
-        self.filled = [0] * slots  # the same lengths, for Python's bookkeeping
+        self.lengths = [0] * slots  # positions filled in each row
         self.positions = torch.arange(cfg.block_size, device=weight.device)
 
     def room(self, row: int) -> int:
-        return self.block_size - self.filled[row]
+        return self.block_size - self.lengths[row]
 
     @torch.inference_mode()
     def prefill(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -92,8 +91,7 @@ class GPTSlots:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (n, nh, T, hs)
             x = x + attn.c_proj(y.transpose(1, 2).reshape(n, T, C))
             x = x + block.mlp(block.ln_2(x))
-        self.lengths[first:first + n] = length
-        self.filled[first:first + n] = lengths
+        self.lengths[first:first + n] = lengths
         self.active += n
         last = x[torch.arange(n, device=device), length - 1]  # (n, C): each prompt's end
         return m.lm_head(m.ln_f(last))  # (n, vocab)
@@ -102,12 +100,13 @@ class GPTSlots:
     def step(self, tokens: Sequence[int]) -> torch.Tensor:
         m, B, C, nh = self.model, self.active, self.n_embd, self.n_head
         assert len(tokens) == B, "one token per active row"
-        pos = self.lengths[:B]  # (B,) where each row's new token goes
-        T = max(self.filled[:B]) + 1  # keys to read: up to the longest row
+        lengths = self.lengths[:B]
+        pos = torch.tensor(lengths, device=self.k.device)  # (B,) where each new token goes
+        T = max(lengths) + 1  # keys to read: up to the longest row
         rows = torch.arange(B, device=pos.device)
         # Row b attends to its own positions 0..pos[b]; the rest of the window is padding
         # (none when every row is as long as the longest).
-        mask = None if min(self.filled[:B]) == T - 1 else \
+        mask = None if min(lengths) == T - 1 else \
             (self.positions[:T][None, :] <= pos[:, None])[:, None, None, :]  # (B,1,1,T)
         idx = torch.tensor(tokens, device=self.k.device).view(B, 1)
         x = m.wte(idx) + m.wpe(pos).unsqueeze(1)  # (B, 1, C)
@@ -121,21 +120,18 @@ class GPTSlots:
                 q, self.k[i, :B, :, :T], self.v[i, :B, :, :T], attn_mask=mask)  # (B,nh,1,hs)
             x = x + attn.c_proj(y.transpose(1, 2).reshape(B, 1, C))
             x = x + block.mlp(block.ln_2(x))
-        self.lengths[:B] += 1
-        self.filled[:B] = [n + 1 for n in self.filled[:B]]
+        self.lengths[:B] = [n + 1 for n in lengths]
         return m.lm_head(m.ln_f(x[:, 0]))  # (B, vocab)
 
     def remove(self, row: int) -> None:
         last = self.active - 1
         assert 0 <= row <= last, "no such row"
         if row != last:
-            n = self.filled[last]
+            n = self.lengths[last]
             self.k[:, row, :, :n] = self.k[:, last, :, :n]
             self.v[:, row, :, :n] = self.v[:, last, :, :n]
             self.lengths[row] = n
-            self.filled[row] = n
         self.lengths[last] = 0
-        self.filled[last] = 0
         self.active = last
 
 

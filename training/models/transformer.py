@@ -153,12 +153,12 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         T = idx.shape[1]
-        if cache is not None and T == 1 and not self.training:
-            return self._decode_one(idx, cache), None
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size "
                              f"{self.config.block_size}")
+        if cache is not None and T == 1 and not self.training:
+            return self._decode_one(idx, cache), None
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.h):
@@ -179,8 +179,6 @@ class GPT(nn.Module):
         (B, nh, 1, hs) share a memory layout)."""
         cfg = self.config
         B, p, C, nh = idx.shape[0], cache.length, cfg.n_embd, cfg.n_head
-        if p + 1 > cfg.block_size:
-            raise ValueError(f"sequence of {p + 1} tokens exceeds block_size {cfg.block_size}")
         x = self.wte(idx) + self.wpe.weight[p]  # (B, 1, C)
         for i, block in enumerate(cast(list[Block], self.h)):
             attn, mlp = block.attn, block.mlp
