@@ -176,11 +176,9 @@ def test_family_is_registered_with_its_metrics() -> None:
 
 # --- artifact -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory, chorale_dir: Path) -> Path:
-    opt_ml = emulate_opt_ml(tmp_path_factory.mktemp("opt_ml"), hyperparameters=MUSEGAN_TINY,
-                            data=chorale_dir)
-    assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
-    return opt_ml.model_dir
+def artifact(musegan_artifact: Path) -> Path:
+    """The session's tiny MuseGAN (tests/conftest.py), trained once for every module."""
+    return musegan_artifact
 
 
 def test_training_writes_metrics_and_samples(artifact: Path) -> None:
