@@ -92,8 +92,8 @@ def linear_only_rate(model: torch.nn.Module, rounds: int = 50) -> float:
     the head included, nothing else): the ceiling of eager PyTorch's matrix-vector
     kernels on this machine, whatever the Python around them costs."""
     layers = [m for m in model.modules() if hasattr(m, "in_features")]
-    dtype = next(model.parameters()).dtype if any(True for _ in model.parameters()) \
-        else torch.float32  # int8 Linear layers take float activations
+    # The model's float type (int8 Linear layers take float activations too).
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
     inputs = [torch.randn(1, 1, layer.in_features, dtype=dtype) for layer in layers]
 
     def once() -> float:
