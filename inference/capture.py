@@ -1,23 +1,31 @@
 """Generation ids, seeds and records: what lets a person's judgement point at an output.
 
-The server calls three things around a family's handler, whatever the family:
+The server calls these around a family's handler, whatever the family (on its intake
+threads, never on the event loop):
 
-    begin(family, payload, headers)  before decoding: the generation id(s) (the caller's
-                                     `X-Amzn-SageMaker-Inference-Id`, validated, or new
-                                     ones) and a seed when the caller gave none, written
-                                     into the payload so the handler uses it
+    begin(family, payload, headers)  before a family handler decodes: the generation id(s)
+                                     (the caller's `X-Amzn-SageMaker-Inference-Id`,
+                                     validated, or new ones) and a seed when the caller
+                                     gave none, written into the payload
+    begin_text(family, request, ...) the same for a decoded text request: one id per prompt;
+                                     seeds are the text jobs' own (none when greedy)
+    pending.reconcile(store)         a caller's id that names a recorded generation: the
+                                     same request again replays it (same seed, same
+                                     output), any other request is refused with 409
     pending.finish(result)           after predicting: the id, seed and parameters added
                                      to the answer, and one GenerationRecord per output
     pending.finish_event(event)      the same for the final event of a stream
 
-and `record(store, records)` to keep them. A feedback request (`{"feedback": {...}}`) is
-answered by `accept_feedback`, which checks that the generations it names are known.
+A feedback request (`{"feedback": {...}}`) is answered by `accept_feedback`, which checks
+that the generations it names are known.
 
 Text families get the id in TGI's shapes as an extra field (`generation_id` beside
 `generated_text`, in each list item and in the final stream event); other families get it
-in their JSON object. Every answer also carries it in the `X-Genkiln-Generation-Id` header
+in their JSON object. Every answer also names it in the `X-Genkiln-Generation-Id` header
 and in `X-Amzn-SageMaker-Custom-Attributes` (the one response header SageMaker passes on,
 so an image/png or audio/midi answer through an endpoint still names its generation).
+Headers stay short whatever the request: n generations of one request share a base id,
+`<base>-0` to `<base>-<n-1>`, and the headers carry `<base>-{0..n-1}`.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference.errors import ClientError
-from inference.seeds import fresh_seed
+from inference.seeds import MAX_PICKED_SEED, fresh_seed
 from training.feedback import (
     FeedbackConflict,
     FeedbackError,
@@ -46,8 +54,6 @@ GENERATION_ID_HEADER = "X-Genkiln-Generation-Id"
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 #: Payload fields that are the generation's inputs; everything else is a parameter.
 INPUT_FIELDS = ("inputs", "primer", "primer_midi", "melody", "melody_midi", "image", "images")
-#: Seeds the server picks fit in a JavaScript number, so a browser can send them back.
-MAX_PICKED_SEED = 2**53 - 1
 
 
 def is_feedback(payload: Any) -> bool:
@@ -62,17 +68,43 @@ def _new_id() -> str:
     return f"gen-{uuid.uuid4().hex}"
 
 
+def given_id(headers: Mapping[str, str]) -> str | None:
+    """The caller's inference id, checked (400 if it can't name a record)."""
+    given = headers.get(INFERENCE_ID_HEADER)
+    if given is not None:
+        try:
+            check_id(given, "the X-Amzn-SageMaker-Inference-Id header")
+        except FeedbackError as exc:
+            raise ClientError(f"{exc}; or leave the header out and the server picks an id",
+                              status=400) from None
+    return given
+
+
+def _ids(given: str | None, count: int) -> tuple[str, list[str]]:
+    base = given or _new_id()
+    return base, [base] if count == 1 else [f"{base}-{i}" for i in range(count)]
+
+
+def _without_seed(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in parameters.items() if k != "seed"}
+
+
 @dataclass
 class Pending:
     """One invocation between its start and its answer."""
 
     family: str
     kind: str
-    payload: Any  # what the handler decodes: the caller's, with the seed filled in
+    payload: Any  # what a family handler decodes: the caller's, with the seed filled in
+    base: str  # the request's id; its generations' ids are `ids`
     ids: list[str]
     inputs: list[Any]  # one per generation
     parameters: dict[str, Any]
+    given: bool = False  # the id came from the caller
+    seed_given: bool = False  # the caller chose the seed
     records: list[GenerationRecord] = field(default_factory=list)
+    #: the seed of the recorded generation this request replays (reconcile)
+    replay_seed: int | None = None
 
     @property
     def seed(self) -> int | None:
@@ -80,44 +112,70 @@ class Pending:
         return seed if isinstance(seed, int) else None
 
     def headers(self) -> dict[str, str]:
-        joined = ",".join(self.ids)
-        return {GENERATION_ID_HEADER: joined,
-                CUSTOM_ATTRIBUTES_HEADER: f"generation_id={joined}"}
+        named = self.ids[0] if len(self.ids) == 1 else f"{self.base}-{{0..{len(self.ids) - 1}}}"
+        return {GENERATION_ID_HEADER: named, CUSTOM_ATTRIBUTES_HEADER: f"generation_id={named}"}
 
-    def _stamp(self, item: dict[str, Any], generation_id: str) -> dict[str, Any]:
-        return {**item, "generation_id": generation_id, "seed": self.seed,
-                "parameters": self.parameters}
+    def reconcile(self, store: Any) -> None:
+        """Refuse a caller's id that already names another generation; remember the seed
+        of the one this request repeats (409 for anything but a single, same request)."""
+        if not self.given or store is None:
+            return
+        stored = store.get_generation(self.ids[0])
+        if stored is None:
+            return
+        same = (len(self.ids) == 1 and stored.kind == self.kind
+                and stored.inputs == self.inputs[0]
+                and (stored.parameters == self.parameters if self.seed_given else
+                     _without_seed(stored.parameters) == _without_seed(self.parameters))
+                and not (self.parameters.get("best_of") or 1) > 1)
+        if not same:
+            raise ClientError(
+                f"the X-Amzn-SageMaker-Inference-Id {self.base!r} already names an earlier "
+                f"generation of another request; send a new id with each request (or the "
+                f"same request again, to replay it)", status=409, error_type="validation")
+        seed = stored.parameters.get("seed")
+        self.replay_seed = seed if isinstance(seed, int) else None
 
-    def _keep(self, index: int, output: Mapping[str, Any]) -> None:
+    def _stamp(self, item: dict[str, Any], index: int) -> dict[str, Any]:
+        seed = item.get("seed", self.seed)
+        parameters = {**self.parameters, "seed": seed} if seed is not None else \
+            _without_seed(self.parameters)
+        return {**item, "generation_id": self.ids[index], "seed": seed,
+                "parameters": parameters}
+
+    def _keep(self, index: int, stamped: Mapping[str, Any], output: Mapping[str, Any]) -> None:
         self.records.append(GenerationRecord(
             generation_id=self.ids[index], family=self.family, kind=self.kind,
-            inputs=self.inputs[index], parameters=self.parameters, output=dict(output)))
+            inputs=self.inputs[index], parameters=stamped["parameters"], output=dict(output)))
 
     def finish(self, result: Any, media_type: str | None = None) -> Any:
         """The answer with ids added; fills `records`. `media_type` marks a binary body."""
         if media_type is not None:
             encoded = base64.b64encode(result).decode("ascii")
             key = "midi_base64" if "midi" in media_type else "png_base64"
-            self._keep(0, {key: encoded})
+            self._keep(0, {"parameters": self.parameters}, {key: encoded})
             return result
         if isinstance(result, list):  # TGI: one item per prompt
             stamped = []
             for i, item in enumerate(result):
                 if isinstance(item, dict):
-                    self._keep(i, output_of(item))
-                    item = self._stamp(item, self.ids[i])
+                    item = self._stamp(item, i)
+                    self._keep(i, item, output_of(item))
                 stamped.append(item)
             return stamped
         if isinstance(result, dict):
-            self._keep(0, output_of(result))
-            return self._stamp(result, self.ids[0])
+            stamped_one = self._stamp(result, 0)
+            self._keep(0, stamped_one, output_of(result))
+            return stamped_one
         return result
 
     def finish_event(self, event: Any) -> Any:
         """A stream event; the final one (with generated_text) gets the id and a record."""
         if isinstance(event, dict) and event.get("generated_text") is not None:
-            self._keep(0, {"text": event["generated_text"]})
-            return self._stamp(event, self.ids[0])
+            details = event.get("details") or {}
+            stamped = self._stamp({**event, "seed": details.get("seed")}, 0)
+            self._keep(0, stamped, {"text": event["generated_text"]})
+            return stamped
         return event
 
 
@@ -135,64 +193,58 @@ def output_of(item: Mapping[str, Any]) -> dict[str, Any]:
         return {"png_base64": images[0], **({"images": images} if len(images) > 1 else {})}
     if isinstance(item.get("png_base64"), str):
         return {"png_base64": item["png_base64"]}
-    return {"json": {k: v for k, v in item.items() if k not in ("seed", "kind")}}
+    return {"json": {k: v for k, v in item.items()
+                     if k not in ("seed", "kind", "generation_id", "parameters")}}
 
 
-def _kind(family: str, payload: dict[str, Any], default_kind: str | None) -> str:
+def _kind(payload: dict[str, Any], default_kind: str | None) -> str:
     kind = payload.get("kind")
     if isinstance(kind, str):
         return kind
-    if "inputs" in payload:
-        return "generate"
     return default_kind or "generate"
 
 
+def _seed_of(value: Any) -> Any:
+    """A seed as the caller wrote it: a whole number, or digits in a string (parsed);
+    anything else is left for the handler's validation to refuse."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return value
+
+
 def begin(family: str, payload: Any, headers: Mapping[str, str], *,
-          default_kind: str | None = None, text: bool = False) -> Pending:
-    """Ids and a seed for the generation(s) `payload` asks for (ClientError if the given
-    id is malformed). `text`: the handler takes TGI's shapes, where the seed is among
-    the parameters (so a malformed request is not told about a seed it never sent)."""
-    given = headers.get(INFERENCE_ID_HEADER)
-    if given is not None:
-        try:
-            check_id(given, "the X-Amzn-SageMaker-Inference-Id header")
-        except FeedbackError as exc:
-            raise ClientError(f"{exc}; or leave the header out and the server picks an id",
-                              status=400) from None
-    if isinstance(payload, str):  # a bare prompt
-        payload = {"inputs": payload}
+          default_kind: str | None = None) -> Pending:
+    """Ids and a seed for the generation a family handler's `payload` asks for
+    (ClientError if the given id is malformed)."""
+    given = given_id(headers)
     if not isinstance(payload, dict):
         # Not a request any handler takes; let the handler's decode say what to send.
-        return Pending(family, "generate", payload, [given or _new_id()], [payload], {})
+        base, ids = _ids(given, 1)
+        return Pending(family, "generate", payload, base, ids, [payload], {},
+                       given=given is not None)
     payload = copy.deepcopy(payload)
-    seed_holder: Any = payload
-    if text or "inputs" in payload:  # text: TGI keeps the seed among the parameters
-        if payload.get("parameters") is None and "inputs" in payload:
-            payload["parameters"] = {}
-        seed_holder = payload.get("parameters")
-    if isinstance(seed_holder, dict) and seed_holder.get("seed") is None:
-        seed_holder["seed"] = fresh_seed(MAX_PICKED_SEED)
+    seed_given = payload.get("seed") is not None
+    if seed_given:
+        payload["seed"] = _seed_of(payload["seed"])
+    else:
+        payload["seed"] = fresh_seed(MAX_PICKED_SEED)
+    base, ids = _ids(given, 1)
+    return Pending(family=family, kind=_kind(payload, default_kind), payload=payload,
+                   base=base, ids=ids,
+                   inputs=[{k: payload[k] for k in INPUT_FIELDS if k in payload}],
+                   parameters={k: v for k, v in payload.items()
+                               if k not in INPUT_FIELDS and k not in ("kind", "stream")},
+                   given=given is not None, seed_given=seed_given)
 
-    inputs = payload.get("inputs")
-    if isinstance(inputs, list):  # several prompts, several generations
-        count = max(1, len(inputs))
-        per_input: list[Any] = list(inputs) or [None]
-    else:
-        count = 1
-        per_input = [inputs if "inputs" in payload else
-                     {k: payload[k] for k in INPUT_FIELDS if k in payload}]
-    if given is not None:
-        ids = [given] if count == 1 else [f"{given}-{i}" for i in range(count)]
-    else:
-        ids = [_new_id() for _ in range(count)]
-    if "inputs" in payload:
-        parameters = dict(payload["parameters"]) if isinstance(payload["parameters"], dict) \
-            else {}
-    else:
-        parameters = {k: v for k, v in payload.items()
-                      if k not in INPUT_FIELDS and k not in ("kind", "stream")}
-    return Pending(family=family, kind=_kind(family, payload, default_kind), payload=payload,
-                   ids=ids, inputs=per_input, parameters=parameters)
+
+def begin_text(family: str, prompts: list[str], parameters: Mapping[str, Any],
+               headers: Mapping[str, str], *, kind: str = "generate") -> Pending:
+    """Ids for a decoded text request: one generation per prompt."""
+    given = given_id(headers)
+    base, ids = _ids(given, len(prompts))
+    return Pending(family=family, kind=kind, payload=None, base=base, ids=ids,
+                   inputs=list(prompts), parameters=dict(parameters),
+                   given=given is not None, seed_given=parameters.get("seed") is not None)
 
 
 # --- feedback requests -----------------------------------------------------------------

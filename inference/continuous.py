@@ -9,7 +9,8 @@ request gives the same tokens whether it ran alone or beside thirty others.
 
 A sequence ends when its callback says so (end of text, a stop sequence), when it has
 made max_new_tokens or filled the context ("length"), when its deadline passes
-("deadline"), or when its client goes away ("cancelled").
+("deadline"), when its client goes away ("cancelled"), or when the server, draining
+after SIGTERM, cuts what still runs ("shutdown").
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from dataclasses import dataclass, field
 import torch
 
 from training.models.decoding import SlotDecoder
-from training.models.sampling import Rule, SampledToken, apply_repetition_penalty, sample_rows
+from training.models.sampling import (
+    Rule,
+    SampledToken,
+    apply_frequency_penalty,
+    apply_presence_penalty,
+    apply_repetition_penalty,
+    apply_watermark,
+    sample_rows,
+)
 
 log = logging.getLogger("genkiln.serve")
 
@@ -45,21 +54,49 @@ class Sequence:
     top_k: int | None = None
     top_p: float | None = None
     repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    typical_p: float | None = None
+    watermark: bool = False
+    top_n: int = 0  # alternatives reported with each token
     generator: torch.Generator | None = None
     deadline: float = float("inf")  # time.monotonic() after which the sequence is cut
     cancelled: threading.Event = field(default_factory=threading.Event)
     produced: int = 0
     last: int = -1  # the token to feed next
-    seen: torch.Tensor | None = None  # prompt + generated ids, for the repetition penalty
+    seen: torch.Tensor | None = None  # prompt + generated ids, for the penalties
     finished: bool = False
 
     @property
     def rule(self) -> Rule:
-        return Rule(self.temperature, self.top_k, self.top_p, self.generator)
+        return Rule(self.temperature, self.top_k, self.top_p, self.generator,
+                    typical_p=self.typical_p, top_n=self.top_n)
 
     @property
     def _penalised(self) -> bool:
-        return self.repetition_penalty is not None and self.repetition_penalty != 1.0
+        return (self.repetition_penalty is not None and self.repetition_penalty != 1.0) \
+            or bool(self.frequency_penalty) or bool(self.presence_penalty)
+
+    @property
+    def _processed(self) -> bool:
+        """Its logits are rewritten before sampling (a penalty, the watermark)."""
+        return self._penalised or self.watermark
+
+    def process(self, logits: torch.Tensor) -> torch.Tensor:
+        """This sequence's row of logits after its penalties and watermark."""
+        if self.repetition_penalty is not None and self.repetition_penalty != 1.0:
+            assert self.seen is not None
+            logits = apply_repetition_penalty(logits, self.seen, self.repetition_penalty)
+        if self.frequency_penalty:
+            assert self.seen is not None
+            logits = apply_frequency_penalty(logits, self.seen, self.frequency_penalty)
+        if self.presence_penalty:
+            assert self.seen is not None
+            logits = apply_presence_penalty(logits, self.seen, self.presence_penalty)
+        if self.watermark:
+            previous = self.last if self.last >= 0 else self.prompt[-1]
+            logits = apply_watermark(logits, previous)
+        return logits
 
 
 class ContinuousBatcher:
@@ -71,6 +108,9 @@ class ContinuousBatcher:
         self._waiting: deque[Sequence] = deque()
         self._wake = threading.Condition()
         self._stopping = False
+        #: time.monotonic() after which every sequence is cut with "shutdown" (set when the
+        #: server drains on SIGTERM)
+        self.closing_at = float("inf")
         self.steps = 0  # decode steps taken (tests read it to see batches form)
         self.widest = 0  # the largest batch one step has served
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -146,10 +186,11 @@ class ContinuousBatcher:
         self._advance(self._rows, logits)
         self._drop_finished(time.monotonic())
 
-    @staticmethod
-    def _stale(sequence: Sequence, now: float) -> str | None:
+    def _stale(self, sequence: Sequence, now: float) -> str | None:
         if sequence.cancelled.is_set():
             return "cancelled"
+        if now >= self.closing_at:
+            return "shutdown"
         if now >= sequence.deadline:
             return "deadline"
         return None
@@ -157,14 +198,11 @@ class ContinuousBatcher:
     def _advance(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
         """Sample one token for each of ``sequences`` from its row of ``logits``: every
         row's sampling in one batched call, each by its own rule and generator."""
-        penalised = [i for i, s in enumerate(sequences) if s._penalised]
-        if penalised:
-            logits = logits.float().clone()  # the penalty rewrites rows
-            for i in penalised:
-                sequence = sequences[i]
-                assert sequence.seen is not None and sequence.repetition_penalty is not None
-                logits[i] = apply_repetition_penalty(logits[i], sequence.seen,
-                                                     sequence.repetition_penalty)
+        processed = [i for i, s in enumerate(sequences) if s._processed]
+        if processed:
+            logits = logits.float().clone()  # penalties and the watermark rewrite rows
+            for i in processed:
+                logits[i] = sequences[i].process(logits[i])
         picked = sample_rows(logits, [s.rule for s in sequences])
         for sequence, token in zip(sequences, picked, strict=True):
             sequence.produced += 1

@@ -6,6 +6,9 @@
 - Deadline: each request is cut `request_timeout_s` after it arrived (below SageMaker's
   60 s). A text generation that has begun ends cleanly with finish_reason "deadline";
   a request that could not start in time is answered 503.
+- Drain: on SIGTERM the server calls `drain(seconds)`: new requests get 503, and work
+  still running when the drain ends is cut (a stream ends with an error event that says
+  so), inside SageMaker's 30 s before SIGKILL.
 - Execution, by what the handler offers:
     text (`jobs` + `decode_loop`): the continuous-batching decode loop
         (inference.continuous), `max_batch_size` sequences per step, or one at a time
@@ -50,10 +53,13 @@ def _timed_out(seconds: float) -> ClientError:
         f"or add instances", status=503, error_type="overloaded")
 
 
+SHUTTING_DOWN = ("the server is shutting down (SIGTERM): retry on another instance, or "
+                 "once it is back")
+
+
 def _failed(reason: str) -> Exception:
     if reason == "shutdown":
-        return ClientError("the server is shutting down; retry on another instance",
-                           status=503, error_type="overloaded")
+        return ClientError(SHUTTING_DOWN, status=503, error_type="overloaded")
     if reason == "cancelled":
         return ClientError("the request was cancelled", status=499, error_type="generation")
     return RuntimeError(f"generation ended without an answer ({reason})")
@@ -91,6 +97,8 @@ class Scheduler:
     def __init__(self, handler: Handler, settings: ServingSettings) -> None:
         self.handler, self.settings = handler, settings
         self.in_flight = 0  # changed on the event loop's thread only
+        #: time.monotonic() at which work still running is cut (inf until a drain)
+        self.closing_at = float("inf")
         self._mailbox: Mailbox | None = None  # made on the event loop, at first use
         self.decode_loop: Any = None
         self.batcher: MicroBatcher | None = None
@@ -121,9 +129,22 @@ class Scheduler:
         if self.worker is not None:
             self.worker.shutdown(wait=True, cancel_futures=True)
 
+    def drain(self, seconds: float) -> None:
+        """Stop taking requests; cut what still runs ``seconds`` from now (SIGTERM)."""
+        self.closing_at = min(self.closing_at, time.monotonic() + seconds)
+        if self.decode_loop is not None:
+            self.decode_loop.closing_at = self.closing_at
+        log.info("draining: %d requests in flight, cut in %g s", self.in_flight, seconds)
+
+    @property
+    def draining(self) -> bool:
+        return self.closing_at != float("inf")
+
     # --- admission ---------------------------------------------------------------
     def _admit(self) -> float:
         """Count the request in, or refuse it; its deadline (time.monotonic())."""
+        if self.draining:
+            raise ClientError(SHUTTING_DOWN, status=503, error_type="overloaded")
         if self.in_flight >= self.settings.max_concurrent_requests:
             raise _overloaded(self.settings.max_concurrent_requests)
         self.in_flight += 1
@@ -144,8 +165,11 @@ class Scheduler:
             else:
                 future = loop.run_in_executor(self.worker, self.handler.predict, decoded)
             try:
-                return await asyncio.wait_for(future, deadline - time.monotonic())
+                return await asyncio.wait_for(
+                    future, min(deadline, self.closing_at) - time.monotonic())
             except TimeoutError:
+                if time.monotonic() >= self.closing_at:
+                    raise _failed("shutdown") from None
                 raise _timed_out(self.settings.request_timeout_s) from None
         finally:
             self._release()
@@ -173,7 +197,7 @@ class Scheduler:
                 raise _failed(job.failure)
             if not job.tokens and job.finish_reason == "deadline":
                 raise _timed_out(self.settings.request_timeout_s)
-        return [job.generation() for job in jobs]
+        return self.handler.collect(decoded, jobs)  # type: ignore[attr-defined]
 
     # --- streams -----------------------------------------------------------------
     async def stream(self, decoded: Any) -> AsyncGenerator[dict[str, Any], None]:
@@ -211,6 +235,10 @@ class Scheduler:
         if job.failure is not None:
             if sent == 0:
                 raise _failed(job.failure)
+            if job.failure == "shutdown":
+                yield {"error": f"{SHUTTING_DOWN}; the generation was cut after "
+                                f"{len(job.tokens)} tokens", "error_type": "overloaded"}
+                return
             incident = uuid.uuid4().hex[:12]
             log.error("stream ended early: %s (incident %s)", job.failure, incident)
             yield {"error": f"generation stopped early ({job.failure}; incident {incident})",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 
 _picker = random.Random()  # seeded from os.urandom
+#: Seeds the server picks fit in a JavaScript number, so a browser can send them back.
+MAX_PICKED_SEED = 2**53 - 1
 
 
 def fresh_seed(limit: int) -> int:

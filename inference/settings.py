@@ -25,6 +25,16 @@ class ServingSettings:
     request_timeout_s: float = 55.0
     #: the Transformer's serving weights
     precision: str = "fp32"
+    #: prompts one request may carry
+    max_prompts: int = 64
+    #: SIGTERM to exit; below SageMaker's 30 s before SIGKILL
+    shutdown_grace_s: float = 25.0
+
+    @property
+    def drain_s(self) -> float:
+        """After SIGTERM, generations may run this long; then they are cut, each ending
+        with an event that says why, in time for the answer to reach its client."""
+        return max(0.0, self.shutdown_grace_s - 5.0)
 
     @property
     def decode_slots(self) -> int:
@@ -61,4 +71,6 @@ class ServingSettings:
             batch_wait_ms=number(env.GENKILN_BATCH_WAIT_MS, 5.0, 0.0, 1000.0),
             request_timeout_s=number(env.GENKILN_REQUEST_TIMEOUT_SECONDS, 55.0, 0.1, 3600.0),
             precision=precision,
+            max_prompts=int(number(env.GENKILN_MAX_PROMPTS_PER_REQUEST, 64, 1, 100_000)),
+            shutdown_grace_s=number(env.GENKILN_SHUTDOWN_GRACE_SECONDS, 25.0, 1.0, 3600.0),
         )

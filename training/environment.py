@@ -41,6 +41,14 @@ GENKILN_BATCHING = "GENKILN_BATCHING"
 GENKILN_BATCH_WAIT_MS = "GENKILN_BATCH_WAIT_MS"
 #: Seconds a request may take before it is cut (SageMaker gives /invocations 60 s).
 GENKILN_REQUEST_TIMEOUT_SECONDS = "GENKILN_REQUEST_TIMEOUT_SECONDS"
+#: Prompts one request may carry (a list of inputs); more is answered 422.
+GENKILN_MAX_PROMPTS_PER_REQUEST = "GENKILN_MAX_PROMPTS_PER_REQUEST"
+#: Seconds between SIGTERM and the process's exit (SageMaker kills it 30 s after SIGTERM):
+#: generations still running 5 s before the end are cut with an event that says so.
+GENKILN_SHUTDOWN_GRACE_SECONDS = "GENKILN_SHUTDOWN_GRACE_SECONDS"
+#: The model's name in the OpenAI routes (/v1/models, "model" in answers); default
+#: genkiln-<family>-<first 12 hex digits of the artifact's digest>.
+GENKILN_MODEL_ID = "GENKILN_MODEL_ID"
 #: Weights the Transformer serves with: "fp32" (default), "bf16" or "int8" (weight-only
 #: dynamic quantization of the Linear layers).
 GENKILN_SERVING_PRECISION = "GENKILN_SERVING_PRECISION"

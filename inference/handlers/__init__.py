@@ -8,6 +8,8 @@ A handler is built from a verified artifact and offers:
     stream(request, cancelled) -> an iterator of JSON-able events; stops once `cancelled`
     probe() -> one representative request, run as the server loads, to time the intra-op
                thread count (inference.threads.fit_threads)
+    request_models() -> the pydantic models of the request bodies it takes (for the
+                        server's /openapi.json)
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import importlib
 import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 from training.artifact import Artifact, ArtifactError
 
@@ -51,6 +55,8 @@ class Handler(Protocol):
     def stream(self, request: Any, cancelled: threading.Event | None = None) -> Any: ...
 
     def probe(self) -> None: ...
+
+    def request_models(self) -> list[type[BaseModel]]: ...
 
 
 def load_handler(artifact: Artifact, device: str = "cpu") -> Handler:

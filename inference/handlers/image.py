@@ -224,6 +224,9 @@ class ImageHandler:
         """A batch's images back to their requests: ``sizes[i]`` images each."""
         return list(zip(images.split(sizes), extras, strict=True))
 
+    def request_models(self) -> list[type[BaseModel]]:
+        return list(self.kinds.values())
+
     def wants_stream(self, request: Any) -> bool:
         return False
 

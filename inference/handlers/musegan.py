@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from inference.errors import ClientError, from_validation_error
 from inference.handlers.arrangement import (
@@ -120,6 +120,9 @@ class MuseGANHandler:
                               f"or start the melody earlier")
         return Decoded(request=request, melody=melody, bars=bars, seed=seed_or_new(request.seed),
                        answer=answer_for(accept))
+
+    def request_models(self) -> list[type[BaseModel]]:
+        return [AccompanyRequest]
 
     def wants_stream(self, request: Any) -> bool:
         return False

@@ -196,6 +196,9 @@ class MelodyHandler:
         return Accompaniment(request=request, melody=melody, seed=seed_or_new(request.seed),
                              answer=answer_for(accept))
 
+    def request_models(self) -> list[type[BaseModel]]:
+        return [ContinueRequest, AccompanyRequest]
+
     def wants_stream(self, request: Any) -> bool:
         return False
 

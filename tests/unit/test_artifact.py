@@ -23,7 +23,7 @@ def test_describes_itself(artifact: Path) -> None:
     assert manifest["model_args"]["vocab_size"] <= 300
     assert manifest["data"]["modality"] == "text" and manifest["data"]["train_tokens"] > 0
     assert manifest["metrics"]["val_loss"] > 0 and manifest["metrics"]["steps"] == 8
-    assert set(manifest["files"]) == {WEIGHTS, "tokenizer.json"}
+    assert set(manifest["files"]) == {WEIGHTS, "tokenizer.json", "chat_template.jinja"}
     assert (artifact / WEIGHTS).read_bytes()[:8] != b"\x80\x02\x8a\x0a"  # not a pickle
 
 

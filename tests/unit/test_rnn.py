@@ -11,7 +11,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from inference.server import create_app
-from tests.unit.test_server import wait_ready
+from tests.unit.test_server import sse_events, wait_ready
 from training.contract import OptMl
 from training.data.midi import write_midi
 from training.data.music import EventVocabulary, Note, in_key_share, parse_midi
@@ -181,5 +181,5 @@ def test_text_rnn_serves_tgi_requests(tmp_path: Path, text_dir: Path) -> None:
         wait_ready(client)
         answer = post(client, {"inputs": "Beautiful", "stream": True,
                                "parameters": {"max_new_tokens": 5, "seed": 2}})
-        events = [json.loads(line) for line in answer.text.splitlines()]
+        events = sse_events(answer.text)
         assert events[-1]["details"]["generated_tokens"] == len(events)

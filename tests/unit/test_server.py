@@ -28,6 +28,13 @@ def client(tiny_artifact: Path) -> Iterator[TestClient]:
         yield c
 
 
+def sse_events(body: str) -> list[Any]:
+    """The JSON events of a server-sent-event stream: `data:` lines, blank-line separated."""
+    chunks = [c for c in body.split("\n\n") if c]
+    assert chunks and all(c.startswith("data:") for c in chunks), body
+    return [json.loads(c[len("data:"):]) for c in chunks]
+
+
 def invoke(client: TestClient, payload: Any, **headers: str) -> Any:
     return client.post("/invocations", content=json.dumps(payload),
                        headers={"Content-Type": "application/json", **headers})
@@ -90,11 +97,12 @@ def test_batch_of_prompts(client: TestClient) -> None:
     assert answer.status_code == 200 and len(answer.json()) == 3
 
 
-def test_stream_is_json_lines_ending_with_the_full_text(client: TestClient) -> None:
+def test_stream_is_json_lines_when_asked_ending_with_the_full_text(client: TestClient) -> None:
     payload = {"inputs": "Simple is", "stream": True,
                "parameters": {"max_new_tokens": 10, "seed": 5, "do_sample": True}}
     with client.stream("POST", "/invocations", content=json.dumps(payload),
-                       headers={"Content-Type": "application/json"}) as response:
+                       headers={"Content-Type": "application/json",
+                                "Accept": "application/jsonlines"}) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("application/jsonlines")
         body = response.read().decode()
@@ -111,14 +119,21 @@ def test_stream_is_json_lines_ending_with_the_full_text(client: TestClient) -> N
     assert invoke(client, payload).json()[0]["generated_text"] == final["generated_text"]
 
 
-def test_stream_as_server_sent_events(client: TestClient) -> None:
+@pytest.mark.parametrize("accept", [None, "*/*", "text/event-stream"])
+def test_a_stream_is_server_sent_events_unless_json_lines_are_asked_for(
+        client: TestClient, accept: str | None) -> None:
+    # As text-generation-inference: TGI clients (huggingface_hub) send Accept: */* and
+    # read only `data:` lines.
     payload = {"inputs": "x", "stream": True, "parameters": {"max_new_tokens": 3}}
+    headers = {"Content-Type": "application/json", **({"Accept": accept} if accept else {})}
     with client.stream("POST", "/invocations", content=json.dumps(payload),
-                       headers={"Accept": "text/event-stream"}) as response:
+                       headers=headers) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
         body = response.read().decode()
-    chunks = [c for c in body.split("\n\n") if c]
-    assert chunks and all(c.startswith("data:") for c in chunks)
-    assert json.loads(chunks[-1][5:])["details"]["finish_reason"] in {"length", "eos_token"}
+    events = sse_events(body)
+    assert events[-1]["details"]["finish_reason"] in {"length", "eos_token"}
+    assert all(set(e) >= {"index", "token", "generated_text", "details"} for e in events)
+    assert events[-1]["details"]["input_length"] >= 1
 
 
 def test_stop_sequence_ends_generation(client: TestClient) -> None:
@@ -138,9 +153,8 @@ def test_stop_sequence_ends_generation(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(("payload", "status", "fragment"), [
-    ({"prompt": "hi"}, 422, "prompt: Extra inputs are not permitted (valid keys: inputs, "
-                            "parameters, stream)"),
-    ({"inputs": "hi", "parameters": {"max_tokens": 5}}, 422, "parameters.max_tokens"),
+    ({"prompt": 5}, 422, "prompt"),
+    ({"messages": []}, 422, "messages: List should have at least 1 item"),
     ({"inputs": "hi", "parameters": {"max_new_tokens": 0}}, 422,
      "parameters.max_new_tokens: Input should be greater than or equal to 1"),
     ({"inputs": "hi", "parameters": {"temperature": "hot"}}, 422, "parameters.temperature"),

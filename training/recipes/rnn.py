@@ -19,6 +19,7 @@ import torch
 from training.artifact import Artifact, ArtifactError, write_artifact
 from training.config import TrainConfig
 from training.data import tokens as token_data
+from training.data.chat_template import CHAT_TEMPLATE_FILE, write_chat_template
 from training.data.folder import scan_folder
 from training.data.midi import write_midi
 from training.data.music import (
@@ -211,6 +212,7 @@ class Recipe(SequenceRecipe):
                 assert self.tokenizer is not None
                 self.tokenizer.save(Path(tmp) / TOKENIZER_FILE)
                 extra[TOKENIZER_FILE] = Path(tmp) / TOKENIZER_FILE
+                extra[CHAT_TEMPLATE_FILE] = write_chat_template(Path(tmp))
             write_artifact(directory, family=FAMILY, modality=self.modality, config=config,
                            model_args=asdict(self.model_cfg),
                            tensors=self.model.state_dict(), data=self.data_summary,

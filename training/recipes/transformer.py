@@ -11,6 +11,7 @@ import torch
 
 from training.artifact import Artifact, ArtifactError, write_artifact
 from training.config import TrainConfig
+from training.data.chat_template import CHAT_TEMPLATE_FILE, write_chat_template
 from training.data.folder import scan_folder
 from training.data.text import bundled_corpus, load_text_folder
 from training.data.tokenizer import TextTokenizer
@@ -108,5 +109,7 @@ class Recipe(SequenceRecipe):
             write_artifact(
                 directory, family=FAMILY, modality="text", config=config,
                 model_args=asdict(self.model_cfg), tensors=state, data=self.data_summary,
-                metrics=metrics, extra_files={TOKENIZER_FILE: tokenizer_path},
+                metrics=metrics, extra_files={TOKENIZER_FILE: tokenizer_path,
+                                              CHAT_TEMPLATE_FILE: write_chat_template(
+                                                  Path(tmp))},
             )
