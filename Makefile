@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 # CPU-only or a specific CUDA build instead of PyPI's default for your platform.
 TORCH_VERSION := 2.13.0
 TORCH_INDEX ?=
-# dev: tests and linters; infra: the CDK app; sagemaker: the SDK for container/sagemaker modes.
-EXTRAS ?= dev,infra,sagemaker
+# dev: tests and linters; infra: the CDK app; sagemaker: the SDK for container/sagemaker modes;
+# clients: the endpoint clients the tests run against the server (huggingface_hub, OpenAI, ...).
+EXTRAS ?= dev,infra,sagemaker,clients
 CDK := node_modules/.bin/cdk
 CDK_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20
 

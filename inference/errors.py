@@ -21,6 +21,11 @@ class ClientError(Exception):
         # Hugging Face text-generation-inference's error shape, so its clients parse it.
         return {"error": self.message, "error_type": self.error_type}
 
+    def openai_body(self) -> dict[str, dict[str, str | int | None]]:
+        # OpenAI's, on the OpenAI routes: its SDK shows error.message.
+        return {"error": {"message": self.message, "type": self.error_type, "param": None,
+                          "code": self.status}}
+
 
 def from_validation_error(exc: ValidationError, *, valid: dict[str, list[str]] | None = None
                           ) -> ClientError:

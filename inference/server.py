@@ -140,8 +140,9 @@ class ModelState:
             self.loop.call_soon_threadsafe(self.scheduler.drain, self.settings.drain_s)
 
 
-def _error(exc: ClientError, headers: dict[str, str] | None = None) -> SafeJSON:
-    return SafeJSON(exc.body(), status_code=exc.status, headers=headers)
+def _error(exc: ClientError, route: Route = Route.INVOCATIONS) -> SafeJSON:
+    openai = route in (Route.CHAT, Route.COMPLETION)
+    return SafeJSON(exc.openai_body() if openai else exc.body(), status_code=exc.status)
 
 
 def _internal_error(what: str) -> SafeJSON:
@@ -337,7 +338,7 @@ def create_app(model_dir: Path, *, device: str = "cpu",
             await keep(prepared.pending.records)
             return answer
         except ClientError as exc:
-            return _error(exc)
+            return _error(exc, route)
         except Exception:
             return _internal_error("generating")
         finally:

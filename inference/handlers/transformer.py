@@ -266,6 +266,10 @@ class TextGenerationHandler:
     def decode(self, payload: Any, accept: str | None = None) -> TextRequest:
         if isinstance(payload, str):  # a bare JSON string is a prompt with defaults
             payload = {"inputs": payload}
+        if not isinstance(payload, dict):
+            raise ClientError('send a JSON object such as {"inputs": "Once upon a time", '
+                              '"parameters": {"max_new_tokens": 20}}, or a chat as '
+                              '{"messages": [{"role": "user", "content": "Hello"}]}')
         try:
             request = GenerateRequest.model_validate(payload)
         except ValidationError as exc:
@@ -290,6 +294,9 @@ class TextGenerationHandler:
             raise ClientError(f"{field} holds {len(prompts):,} prompts; this server takes at "
                               f"most {limit} per request (GENKILN_MAX_PROMPTS_PER_REQUEST): "
                               f"send them in several requests")
+        if stream and len(prompts) != 1:
+            raise ClientError(f"{field}: a list of prompts can't be streamed; send one prompt "
+                              f"per streamed request or set stream to false")
         best_of = params.best_of or 1
         if best_of > 1:
             if not params.sampling:
@@ -322,12 +329,13 @@ class TextGenerationHandler:
         # Training put <|endoftext|> before every document, so it also starts a prompt;
         # an empty prompt then asks for a document from scratch.
         wanted = params.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+        shorten = ("send fewer or shorter messages, or lower max_tokens" if field == "messages"
+                   else "shorten the prompt, lower max_new_tokens, or set parameters.truncate")
         if params.truncate is None and len(prompt) > self.context_limit * self._longest:
             # No tokenization can make this fit: refuse it without spending the time.
             raise ClientError(
                 f"{field} holds {len(prompt):,} characters, more than this model's context "
-                f"of {self.context_limit} tokens can hold: shorten the prompt or set "
-                f"parameters.truncate")
+                f"of {self.context_limit} tokens can hold: {shorten}")
         ids = [self.tokenizer.eot_id, *self._encode(prompt, params.truncate)]
         if params.truncate is not None:
             ids = ids[-params.truncate:]
@@ -335,8 +343,8 @@ class TextGenerationHandler:
         if budget < 1 or (params.max_new_tokens is not None and wanted > budget):
             raise ClientError(
                 f"{field} hold {len(ids)} tokens and max_new_tokens is {wanted}; together "
-                f"they must fit this model's context of {self.context_limit} tokens: shorten "
-                f"the prompt, lower max_new_tokens, or set parameters.truncate")
+                f"they must fit this model's context of {self.context_limit} tokens: "
+                f"{shorten}")
         return ids
 
     def _encode(self, prompt: str, keep: int | None) -> list[int]:

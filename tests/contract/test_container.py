@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import TINY
 from tests.docker_env import IMAGE, docker, require_docker
+from tests.e2e.servers import sse_events
 from training.models import get_family
 
 PING_TIMEOUT_S = 2.0  # SageMaker's per-ping timeout
@@ -201,12 +202,13 @@ def test_invocations_answer_tgi_shapes(server: Server) -> None:
     assert again == answer
 
 
-def test_invocations_stream_json_lines(server: Server) -> None:
+def test_invocations_stream_server_sent_events(server: Server) -> None:
     payload = {"inputs": "Beautiful is", "parameters": {"max_new_tokens": 4, "seed": 3},
                "stream": True}
     with httpx.stream("POST", f"{server.url}/invocations", json=payload, timeout=60) as response:
         assert response.status_code == 200
-        events = [json.loads(line) for line in response.iter_lines() if line.strip()]
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(response.iter_lines())
     assert len(events) == 4
     assert [e["generated_text"] for e in events[:-1]] == [None] * 3
     assert all(isinstance(e["token"]["text"], str) for e in events)

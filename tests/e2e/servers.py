@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import httpx
 
@@ -46,6 +47,16 @@ def start_server(model: Path, log: IO[bytes], *, env: Mapping[str, str] | None =
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
+
+
+def sse_events(lines: Iterable[str]) -> list[Any]:
+    """The JSON events of a server-sent-event stream's lines (`data:{...}`, blank between)."""
+    events = []
+    for line in lines:
+        if line.strip():
+            assert line.startswith("data:"), line
+            events.append(json.loads(line[len("data:"):]))
+    return events
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:

@@ -3,7 +3,6 @@ real server process, every answer checked against the same seeded request made a
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.servers import serving
+from tests.e2e.servers import serving, sse_events
 
 CLIENTS = 8  # concurrent clients
 REQUESTS = 32  # in all, half of them streamed
@@ -47,7 +46,7 @@ def streamed(client: httpx.Client, body: dict[str, Any]) -> tuple[int, str, str]
     with client.stream("POST", "/invocations", json={**body, "stream": True}) as answer:
         if answer.status_code != 200:
             return answer.status_code, answer.read().decode(), ""
-        events = [json.loads(line) for line in answer.iter_lines() if line.strip()]
+        events = sse_events(answer.iter_lines())
     # Complete and in order: indices 1..n, only the last one carries the text.
     assert [e["index"] for e in events] == list(range(1, len(events) + 1)), events
     assert all(e["generated_text"] is None for e in events[:-1])
