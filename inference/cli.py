@@ -187,6 +187,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 model = find_artifact(model)  # a processing input holding model.tar.gz
             evaluation = evaluate_artifact(model, data=data, validation=args.validation,
                                            device=args.device)
+        evaluation.register(args.register_if or None)
     except (ArtifactError, ChannelError, DataError, HyperparameterError, EndpointError,
             ValueError) as exc:
         print(f"genkiln evaluate: {' '.join(str(exc).split())}", file=sys.stderr)
@@ -194,6 +195,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     json_path, report_path = write_evaluation(evaluation, output)
     for name, entry in evaluation.metrics.items():
         print(f"{name}={entry['value']:.6g}")
+    assert evaluation.registration is not None
+    print(f"registration: {evaluation.registration['reason']}")
     print(f"genkiln: wrote {json_path} and {report_path}")
     return 0
 
@@ -304,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--endpoint", help="score a SageMaker endpoint (uses AWS credentials)")
     evaluate.add_argument("--region", help="AWS region of the endpoint")
     evaluate.add_argument("--family", help="the endpoint's model family (with --url/--endpoint)")
+    evaluate.add_argument("--register-if", default="", metavar="CRITERION",
+                          help="what the model must meet to be registered, e.g. "
+                               "'val_loss<=4.5' (default: the family's own criterion); "
+                               "evaluation.json says whether it does")
 
     data = sub.add_parser("data", help="check data before training")
     data_sub = data.add_subparsers(dest="data_command", required=True)

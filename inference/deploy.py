@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from infra import layout
+from infra.instances import volume_key
 from training import launch, sagemaker_sdk
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,15 @@ class EndpointSpec:
     kms_key_arn: str | None = None
     subnet_ids: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
+    #: The container gets no network (the model is unpacked for it); off when it writes
+    #: feedback records to S3 itself.
+    network_isolation: bool = False
+    #: Data capture of requests and answers (s3://bucket/capture/), KMS-encrypted.
+    capture_s3_uri: str | None = None
+
+    @property
+    def serverless(self) -> bool:
+        return bool(self.serverless_memory_mb)
 
     def model_request(self) -> dict[str, Any]:
         request: dict[str, Any] = {
@@ -74,9 +84,12 @@ class EndpointSpec:
         }
         if self.role_arn:
             request["ExecutionRoleArn"] = self.role_arn
-        if self.subnet_ids:
+        # Serverless endpoints take neither a VPC nor network isolation.
+        if self.subnet_ids and not self.serverless:
             request["VpcConfig"] = {"Subnets": list(self.subnet_ids),
                                     "SecurityGroupIds": list(self.security_group_ids)}
+        if self.network_isolation and not self.serverless:
+            request["EnableNetworkIsolation"] = True
         return request
 
     def endpoint_config_request(self) -> dict[str, Any]:
@@ -95,9 +108,19 @@ class EndpointSpec:
                 "OutputConfig": {"S3OutputPath": f"{output}/responses",
                                  "S3FailurePath": f"{output}/failures"},
             }
-        # Serverless endpoints have no storage volume to encrypt, and the API refuses a key.
-        if self.kms_key_arn and not self.serverless_memory_mb:
-            request["KmsKeyId"] = self.kms_key_arn
+        # Serverless endpoints and instances with local NVMe storage have no volume the
+        # key could encrypt, and the API refuses one there.
+        key = None if self.serverless else volume_key(self.instance_type, self.kms_key_arn)
+        if key:
+            request["KmsKeyId"] = key
+        if self.capture_s3_uri and not self.serverless:  # serverless cannot capture
+            request["DataCaptureConfig"] = {
+                "EnableCapture": True, "InitialSamplingPercentage": 100,
+                "DestinationS3Uri": self.capture_s3_uri,
+                **({"KmsKeyId": self.kms_key_arn} if self.kms_key_arn else {}),
+                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+            }
         return request
 
 
@@ -285,14 +308,15 @@ def deploy_to_sagemaker(args: argparse.Namespace, targets: launch.AwsTargets, *,
     if not args.serverless_memory_mb and not args.instance_type:
         raise ValueError("sagemaker mode needs --instance-type (e.g. ml.m5.xlarge) "
                          "or --serverless MEMORY_MB")
+    instance_type = args.instance_type or ""
     spec = EndpointSpec(
         name=name,
-        image=targets.image_uri,
+        image=targets.image_for("cpu" if args.serverless_memory_mb else instance_type),
         model_data_url=upload_artifact(session, args.artifact, targets.artifact_bucket, name),
         environment=environment,
-        instance_type=args.instance_type or "",
+        instance_type=instance_type,
         instance_count=args.instance_count,
-        role_arn=targets.role_arn,
+        role_arn=targets.endpoint_role_arn,
         serverless_memory_mb=args.serverless_memory_mb,
         serverless_max_concurrency=args.max_concurrency,
         async_output_s3_uri=(f"s3://{targets.artifact_bucket}/{layout.ASYNC_RESULTS}{name}"
@@ -300,6 +324,9 @@ def deploy_to_sagemaker(args: argparse.Namespace, targets: launch.AwsTargets, *,
         kms_key_arn=targets.kms_key_arn,
         subnet_ids=targets.subnet_ids,
         security_group_ids=targets.security_group_ids,
+        network_isolation="GENKILN_FEEDBACK_URI" not in environment,
+        capture_s3_uri=(f"s3://{targets.capture_bucket}/{layout.CAPTURE}"
+                        if targets.capture_bucket else None),
     )
     client = session.sagemaker_client
     create_endpoint(client, spec)

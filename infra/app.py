@@ -49,10 +49,12 @@ def build(app: App) -> list[Stack]:
         raise SettingsError(f"context key {KEYS['stage']}: must be one of "
                             f"{', '.join(STAGES)}, not {settings.stage!r}")
     profile = STAGES[settings.stage]
-    # The CLI fills these from the credentials in use; without any (offline synth) the
-    # stacks stay environment-agnostic, which is all that synth and the tests need.
-    env = Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
-                      region=os.environ.get("CDK_DEFAULT_REGION"))
+    # The CLI fills these from the credentials in use. Without credentials (offline
+    # synth) it still sets a default region, but no account: then the stacks stay
+    # environment-agnostic, with no literal region in the templates.
+    account = os.environ.get("CDK_DEFAULT_ACCOUNT")
+    env = Environment(account=account,
+                      region=os.environ.get("CDK_DEFAULT_REGION") if account else None)
     prefix = f"{settings.project}-{settings.stage}"
 
     data = DataStack(
@@ -62,13 +64,15 @@ def build(app: App) -> list[Stack]:
         key_pending_window_days=profile.key_pending_window_days,
         noncurrent_version_days=settings.noncurrent_version_days,
         access_log_days=settings.access_log_days,
+        capture_days=settings.capture_days, feedback_days=settings.feedback_days,
     )
     training = TrainingStack(
         app, f"{prefix}-training", env=env, project=settings.project, name_prefix=prefix,
         description=f"{settings.project} ({settings.stage}): roles, image, pipeline",
         storage=data.storage, key=data.key, project_root=PROJECT_ROOT,
         use_vpc=settings.use_vpc, training_instance_type=settings.training_instance_type,
-        family=settings.family, max_val_loss=settings.max_val_loss,
+        serving_instance_type=settings.instance_type, family=settings.family,
+        register_if=settings.register_if, image_variants=settings.image_variants(),
     )
     stacks: list[Stack] = [data, training]
     if settings.serving:

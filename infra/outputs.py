@@ -19,8 +19,10 @@ ARTIFACT_BUCKET = "ArtifactBucketName"
 CAPTURE_BUCKET = "CaptureBucketName"
 ACCESS_LOG_BUCKET = "AccessLogBucketName"
 KEY_ARN = "KeyArn"
-EXECUTION_ROLE_ARN = "ExecutionRoleArn"
-IMAGE_URI = "ImageUri"
+EXECUTION_ROLE_ARN = "ExecutionRoleArn"  # the training role (jobs)
+SERVING_ROLE_ARN = "ServingRoleArn"  # endpoints
+IMAGE_URI = "ImageUri"  # the CPU image
+CUDA_IMAGE_URI = "CudaImageUri"  # the CUDA image, on stages that build it
 MODEL_PACKAGE_GROUP = "ModelPackageGroupName"
 PIPELINE_NAME = "PipelineName"
 SUBNET_IDS = "SubnetIds"
@@ -37,7 +39,9 @@ class DeployOutputs(TypedDict):
     access_log_bucket: str
     key_arn: str
     execution_role_arn: str
-    image_uri: str
+    image_uri: NotRequired[str]  # the CPU image, unless genkiln:images=cuda
+    cuda_image_uri: NotRequired[str]  # with a GPU instance type or genkiln:images=both
+    serving_role_arn: NotRequired[str]  # deployments before the roles were split lack it
     model_package_group: str
     pipeline_name: str
     subnet_ids: NotRequired[list[str]]  # only with genkiln:useVpc
@@ -47,7 +51,7 @@ class DeployOutputs(TypedDict):
 
 # Outputs every deployment has (the data and training stacks).
 REQUIRED = (DATA_BUCKET, ARTIFACT_BUCKET, CAPTURE_BUCKET, ACCESS_LOG_BUCKET, KEY_ARN,
-            EXECUTION_ROLE_ARN, IMAGE_URI, MODEL_PACKAGE_GROUP, PIPELINE_NAME)
+            EXECUTION_ROLE_ARN, MODEL_PACKAGE_GROUP, PIPELINE_NAME)
 
 
 class OutputsError(ValueError):
@@ -79,6 +83,8 @@ def load_outputs(path: str | Path, *, project: str = "genkiln", stage: str = "de
             merged.update({str(k): str(v) for k, v in values.items()})
 
     missing = sorted(name for name in REQUIRED if name not in merged)
+    if IMAGE_URI not in merged and CUDA_IMAGE_URI not in merged:
+        missing.append(IMAGE_URI)
     if missing:
         raise OutputsError(f"{path} has no {', '.join(missing)} for stacks {prefix}*: "
                            "deploy the data and training stacks of that stage")
@@ -89,10 +95,13 @@ def load_outputs(path: str | Path, *, project: str = "genkiln", stage: str = "de
         access_log_bucket=merged[ACCESS_LOG_BUCKET],
         key_arn=merged[KEY_ARN],
         execution_role_arn=merged[EXECUTION_ROLE_ARN],
-        image_uri=merged[IMAGE_URI],
         model_package_group=merged[MODEL_PACKAGE_GROUP],
         pipeline_name=merged[PIPELINE_NAME],
     )
+    for name, field in ((IMAGE_URI, "image_uri"), (CUDA_IMAGE_URI, "cuda_image_uri"),
+                        (SERVING_ROLE_ARN, "serving_role_arn")):
+        if name in merged:
+            outputs[field] = merged[name]  # type: ignore[literal-required]
     if SUBNET_IDS in merged:
         outputs["subnet_ids"] = [s for s in merged[SUBNET_IDS].split(",") if s]
     if SECURITY_GROUP_ID in merged:

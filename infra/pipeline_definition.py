@@ -4,11 +4,17 @@ A pure function of names and ARNs that returns the pipeline definition document
 (schema version 2020-12-01), so it can be read and tested without CDK; the pipeline
 construct passes CDK tokens in and serialises the result into the template.
 
-    Train ──> Evaluate ──> ValLossCheck ──(val_loss <= MaxValLoss)──> Register
-                                         └─(otherwise)────────────> NotGoodEnough (fails)
+    Train ──> Evaluate ──> RegistrationCheck ──(registration.passed)──> Register
+                                              └─(otherwise)──────────> NotGoodEnough (fails)
 
+The evaluate step judges the model by the run's `RegisterIf` criterion (empty: the
+trained family's own, so a GAN is judged on its Fréchet distance and an RBM on its probe
+accuracy) and writes whether it passed into evaluation.json, which the condition reads.
 Each run can override the parameters (`aws sagemaker start-pipeline-execution
---pipeline-parameters Name=Family,Value=vae ...`).
+--pipeline-parameters Name=Family,Value=vae Name=TrainData,Value=s3://...`); `TrainData`
+has no default: every run names its data. The instance type is the stage's (it decides
+the image, CUDA or not, and whether a volume key may be named: infra/instances.py), and
+each run checkpoints under its own prefix, so no run resumes from another's state.
 """
 
 from __future__ import annotations
@@ -17,14 +23,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra import layout
+from infra.instances import volume_key, volume_size
 
 # The training image prints metrics in a stable form; SageMaker reads them from the log.
+# Any family may run, so these are every family's losses and objectives (a job takes 40).
 METRIC_DEFINITIONS = [
-    {"Name": "train_loss", "Regex": "train_loss=([0-9.eE+-]+)"},
-    {"Name": "val_loss", "Regex": "val_loss=([0-9.eE+-]+)"},
+    {"Name": name, "Regex": f"{name}=([0-9.eE+-]+)"}
+    for name in ("train_loss", "val_loss", "d_loss", "g_loss", "val_perplexity", "val_fid",
+                 "val_probe_accuracy", "val_auroc", "val_metric_gap", "in_key_share")
 ]
-EVALUATION_FILE = "evaluation.json"  # {"metrics": {"val_loss": {"value": X}}}
-EVALUATION_VALUE_PATH = "metrics.val_loss.value"
+EVALUATION_FILE = "evaluation.json"  # {"metrics": {...}, "registration": {"passed": ...}}
+REGISTRATION_PASSED = "registration.passed"
+REGISTRATION_REASON = "registration.reason"
 # Where the processing job sees the model and writes its report.
 _MODEL_INPUT = "/opt/ml/processing/model"
 # The training data again: evaluation rebuilds the run's held-out split from it
@@ -38,15 +48,16 @@ _CONTENT_TYPES = ["application/json"]
 class PipelineInputs:
     """Everything the definition refers to; strings or CDK tokens."""
 
-    role_arn: str  # the execution role the jobs run as
-    image_uri: str  # the project image (train / evaluate / serve)
+    role_arn: str  # the training role the jobs run as
+    image_uri: str  # the project image for the training instance type (train / evaluate)
+    serving_image_uri: str  # the image the registered model is served with
     data_bucket: str
     artifact_bucket: str
     key_arn: str  # encrypts job volumes and outputs
     model_package_group: str
     training_instance_type: str
     family: str
-    max_val_loss: float
+    register_if: str = ""  # empty: the family's own criterion
     subnet_ids: list[str] | None = None  # set to run jobs in the project VPC
     security_group_ids: list[str] | None = None
 
@@ -62,13 +73,12 @@ def _join(*values: Any) -> dict[str, Any]:
 def _parameters(inputs: PipelineInputs) -> list[dict[str, Any]]:
     return [
         {"Name": "Family", "Type": "String", "DefaultValue": inputs.family},
-        {"Name": "TrainData", "Type": "String",
-         "DefaultValue": f"s3://{inputs.data_bucket}/{layout.DATASETS}"},
-        {"Name": "TrainingInstanceType", "Type": "String",
-         "DefaultValue": inputs.training_instance_type},
+        # No default: a run names its data (s3://<data bucket>/datasets/<set>/), never the
+        # whole datasets/ prefix where every launcher run's uploads also live.
+        {"Name": "TrainData", "Type": "String"},
         {"Name": "MaxSteps", "Type": "String", "DefaultValue": "3000"},
         {"Name": "MaxRuntimeSeconds", "Type": "Integer", "DefaultValue": 86400},
-        {"Name": "MaxValLoss", "Type": "Float", "DefaultValue": inputs.max_val_loss},
+        {"Name": "RegisterIf", "Type": "String", "DefaultValue": inputs.register_if},
         {"Name": "ApprovalStatus", "Type": "String",
          "DefaultValue": "PendingManualApproval"},
     ]
@@ -79,6 +89,14 @@ def _vpc(inputs: PipelineInputs) -> dict[str, Any]:
         return {}
     return {"VpcConfig": {"Subnets": inputs.subnet_ids,
                           "SecurityGroupIds": inputs.security_group_ids or []}}
+
+
+def _volume(inputs: PipelineInputs, size_gb: int) -> dict[str, Any]:
+    """Volume size and key as the instance type allows (none with local NVMe storage)."""
+    kind = inputs.training_instance_type
+    key = volume_key(kind, inputs.key_arn)
+    return {"VolumeSizeInGB": volume_size(kind, size_gb),
+            **({"VolumeKmsKeyId": key} if key else {})}
 
 
 def _train_step(inputs: PipelineInputs) -> dict[str, Any]:
@@ -105,12 +123,14 @@ def _train_step(inputs: PipelineInputs) -> dict[str, Any]:
             }],
             "OutputDataConfig": {"S3OutputPath": artifacts + layout.MODELS,
                                  "KmsKeyId": inputs.key_arn},
-            "CheckpointConfig": {"S3Uri": artifacts + layout.CHECKPOINTS,
+            # Each execution its own prefix: a retried step resumes its own run, a new run
+            # never inherits another's state.
+            "CheckpointConfig": {"S3Uri": _join(artifacts + layout.CHECKPOINTS,
+                                                _get("Execution.PipelineExecutionId")),
                                  "LocalPath": "/opt/ml/checkpoints"},
             "ResourceConfig": {"InstanceCount": 1,
-                               "InstanceType": _get("Parameters.TrainingInstanceType"),
-                               "VolumeSizeInGB": 50,
-                               "VolumeKmsKeyId": inputs.key_arn},
+                               "InstanceType": inputs.training_instance_type,
+                               **_volume(inputs, 50)},
             "StoppingCondition": {"MaxRuntimeInSeconds": _get("Parameters.MaxRuntimeSeconds")},
             "RoleArn": inputs.role_arn,
             # The container gets no network at all: data and model move through S3 only.
@@ -132,7 +152,8 @@ def _evaluate_step(inputs: PipelineInputs) -> dict[str, Any]:
         "Type": "Processing",
         "Arguments": {
             "AppSpecification": {"ImageUri": inputs.image_uri,
-                                 "ContainerArguments": ["evaluate"]},
+                                 "ContainerArguments": ["evaluate", "--register-if",
+                                                        _get("Parameters.RegisterIf")]},
             "ProcessingInputs": [{
                 "InputName": "model",
                 "S3Input": {"S3Uri": _get("Steps.Train.ModelArtifacts.S3ModelArtifacts"),
@@ -154,9 +175,8 @@ def _evaluate_step(inputs: PipelineInputs) -> dict[str, Any]:
             },
             "ProcessingResources": {"ClusterConfig": {
                 "InstanceCount": 1,
-                "InstanceType": _get("Parameters.TrainingInstanceType"),
-                "VolumeSizeInGB": 30,
-                "VolumeKmsKeyId": inputs.key_arn,
+                "InstanceType": inputs.training_instance_type,
+                **_volume(inputs, 30),
             }},
             "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
             "RoleArn": inputs.role_arn,
@@ -176,7 +196,7 @@ def _register_step(inputs: PipelineInputs) -> dict[str, Any]:
             "ModelApprovalStatus": _get("Parameters.ApprovalStatus"),
             "InferenceSpecification": {
                 "Containers": [{
-                    "Image": inputs.image_uri,
+                    "Image": inputs.serving_image_uri,
                     "ModelDataUrl": _get("Steps.Train.ModelArtifacts.S3ModelArtifacts"),
                 }],
                 "SupportedContentTypes": _CONTENT_TYPES,
@@ -191,22 +211,24 @@ def _register_step(inputs: PipelineInputs) -> dict[str, Any]:
     }
 
 
+def _evaluation(path: str) -> dict[str, Any]:
+    return {"Std:JsonGet": {"PropertyFile": _get("Steps.Evaluate.PropertyFiles.Evaluation"),
+                            "Path": path}}
+
+
 def _check_step(inputs: PipelineInputs) -> dict[str, Any]:
-    val_loss = {"Std:JsonGet": {"PropertyFile": _get("Steps.Evaluate.PropertyFiles.Evaluation"),
-                                "Path": EVALUATION_VALUE_PATH}}
     return {
-        "Name": "ValLossCheck",
+        "Name": "RegistrationCheck",
         "Type": "Condition",
         "Arguments": {
-            "Conditions": [{"Type": "LessThanOrEqualTo", "LeftValue": val_loss,
-                            "RightValue": _get("Parameters.MaxValLoss")}],
+            "Conditions": [{"Type": "Equals", "LeftValue": _evaluation(REGISTRATION_PASSED),
+                            "RightValue": True}],
             "IfSteps": [_register_step(inputs)],
             "ElseSteps": [{
                 "Name": "NotGoodEnough",
                 "Type": "Fail",
                 "Arguments": {"ErrorMessage": _join(
-                    "val_loss is above MaxValLoss (", _get("Parameters.MaxValLoss"),
-                    "): the model was not registered")},
+                    "the model was not registered: ", _evaluation(REGISTRATION_REASON))},
             }],
         },
     }

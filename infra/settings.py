@@ -19,11 +19,18 @@ Keys, defaults and meaning (also the `cdk.json` defaults):
 - `genkiln:accessLogDays` = `365`:
   days S3 access logs are kept
 - `genkiln:trainingInstanceType` = `ml.m5.xlarge`:
-  default instance type of the pipeline's training step
+  instance type of the pipeline's training and evaluation steps; a GPU type builds the
+  CUDA image for them, a type with local NVMe storage gets no volume key (see
+  `infra/instances.py`)
 - `genkiln:family` = `transformer`:
   default model family the pipeline trains
-- `genkiln:maxValLoss` = `5.0`:
-  the pipeline registers a model only when its `val_loss` is at most this
+- `genkiln:registerIf` = `""`:
+  the pipeline registers a model only when its evaluation meets this, e.g.
+  `val_loss<=4.5` or `val_probe_accuracy>=0.95`; empty: the trained family's own
+  criterion (`register_if` in `training/models/__init__.py`)
+- `genkiln:images` = `auto`:
+  which images to build: `cpu`, `cuda`, `both`, or `auto` (the CPU image, and the CUDA
+  image too when the training or endpoint instance type has a GPU)
 - `genkiln:modelArtifact` = `""`:
   `s3://…/model.tar.gz` to serve, under the artifacts bucket's `models/` prefix (the
   only place the execution role reads models); setting it, or the next key, adds the
@@ -53,6 +60,10 @@ Keys, defaults and meaning (also the `cdk.json` defaults):
   average model latency that raises the latency alarm
 - `genkiln:alarmEmail` = `""`:
   address subscribed to the alarm topic (none when empty)
+- `genkiln:captureDays` = `90`:
+  days captured requests and answers (the capture bucket's `capture/` prefix) are kept
+- `genkiln:feedbackDays` = `365`:
+  days generation records and judgements (`feedback/`) are kept
 - `genkiln:feedbackCapture` = `false`:
   the endpoint records every generation and people's feedback under the capture
   bucket's `feedback/` prefix (KMS), where refinement jobs read them; the container then
@@ -70,6 +81,9 @@ from typing import Any
 PREFIX = "genkiln:"
 
 ENDPOINT_KINDS = ("realtime", "serverless", "async")
+IMAGES = ("auto", "cpu", "cuda", "both")
+# A registration criterion: a metric, a comparison and a number.
+_CRITERION = re.compile(r"^[a-z][a-z0-9_]*(<=|>=|<|>)-?[0-9.]+(e-?[0-9]+)?$")
 
 # Instance types SageMaker accepts look like ml.<family>.<size>.
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+(\.[a-z0-9-]+)+$")
@@ -92,7 +106,8 @@ class Settings:
     access_log_days: int = 365  # how long S3 server access logs are kept
     training_instance_type: str = "ml.m5.xlarge"  # pipeline default for the training step
     family: str = "transformer"  # pipeline default for the model family
-    max_val_loss: float = 5.0  # registration threshold on the evaluated val_loss
+    register_if: str = ""  # registration criterion; empty: the family's own
+    images: str = "auto"  # cpu | cuda | both | auto
     model_artifact: str = ""  # s3://bucket/key/model.tar.gz to serve
     model_package_arn: str = ""  # or a registered model package to serve
     endpoint_kind: str = "realtime"  # realtime | serverless | async
@@ -106,12 +121,24 @@ class Settings:
     data_capture_percent: int = 100  # share of requests and responses captured
     latency_alarm_ms: int = 2000  # average ModelLatency that raises the alarm
     alarm_email: str = ""  # subscribed to the alarm topic when set
+    capture_days: int = 90  # captured requests and answers expire after this
+    feedback_days: int = 365  # generation records and judgements expire after this
     feedback_capture: bool = False  # the endpoint writes generations and feedback to S3
 
     @property
     def serving(self) -> bool:
         """The serving stack exists only once there is something to serve."""
         return bool(self.model_artifact or self.model_package_arn)
+
+    def image_variants(self) -> tuple[str, ...]:
+        """The images to build: `cpu` and/or `cuda`."""
+        from infra.instances import is_gpu
+
+        if self.images == "auto":
+            gpu = is_gpu(self.training_instance_type) or (
+                self.endpoint_kind != "serverless" and is_gpu(self.instance_type))
+            return ("cpu", "cuda") if gpu else ("cpu",)
+        return {"cpu": ("cpu",), "cuda": ("cuda",), "both": ("cpu", "cuda")}[self.images]
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> Settings:
@@ -134,7 +161,12 @@ class Settings:
                      "must be a SageMaker instance type such as ml.m5.large")
         _require(self.noncurrent_version_days >= 1, "noncurrent_version_days", "must be >= 1")
         _require(self.access_log_days >= 1, "access_log_days", "must be >= 1")
-        _require(self.max_val_loss > 0, "max_val_loss", "must be positive")
+        _require(not self.register_if or _CRITERION.match(self.register_if) is not None,
+                 "register_if", "must read METRIC<=NUMBER or METRIC>=NUMBER (or < and >), "
+                 "e.g. val_loss<=4.5, or be empty for the family's own criterion")
+        _require(self.images in IMAGES, "images", f"must be one of {', '.join(IMAGES)}")
+        _require(self.capture_days >= 1, "capture_days", "must be >= 1")
+        _require(self.feedback_days >= 1, "feedback_days", "must be >= 1")
         _require(not (self.model_artifact and self.model_package_arn), "model_artifact",
                  f"name either {KEYS['model_artifact']} or {KEYS['model_package_arn']}, not both")
         _require(not self.model_artifact or (self.model_artifact.startswith("s3://")

@@ -8,11 +8,14 @@ be measured: a text endpoint returns text, not the logits a perplexity needs, so
 scored on its generations (diversity, length); an image endpoint's samples get the
 Fréchet distance to the held-out images.
 
-evaluation.json has the shape SageMaker's model quality metrics use, which a Pipeline's
-condition step reads with JsonGet (`metrics.val_loss.value`) and the model registry shows:
+evaluation.json has the shape SageMaker's model quality metrics use, which the model
+registry shows, and says whether the model meets its registration criterion (the
+family's own, or `--register-if`), which the pipeline's condition step reads with JsonGet
+(`registration.passed`):
 
     {"metrics": {"val_loss": {"value": 3.2, "standard_deviation": 0.1}, ...},
-     "family": "transformer", "baselines": {"val_perplexity": ["ngram_perplexity"]}, ...}
+     "family": "transformer", "baselines": {"val_perplexity": ["ngram_perplexity"]},
+     "registration": {"criterion": "val_loss<=5.0", "value": 3.2, "passed": true}, ...}
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import base64
 import json
 import math
+import operator
+import re
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -57,6 +62,27 @@ LOWER_IS_BETTER = {"val_loss", "val_perplexity", "ngram_perplexity", "val_bits_p
                    "val_reconstruction"}
 
 
+_CRITERION = re.compile(r"^([a-z][a-z0-9_]*)(<=|>=|<|>)(-?[0-9.]+(?:e-?[0-9]+)?)$")
+_COMPARE = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
+
+
+def registration(metrics: dict[str, dict[str, float]], criterion: str) -> dict[str, Any]:
+    """Whether ``metrics`` meet ``criterion`` (METRIC<=NUMBER, ...), and why (a metric the
+    evaluation did not measure fails, naming the ones it did)."""
+    match = _CRITERION.match(criterion.replace(" ", ""))
+    if match is None:
+        raise ValueError(f"registration criterion {criterion!r} must read METRIC<=NUMBER or "
+                         f"METRIC>=NUMBER (or < and >), e.g. val_loss<=4.5")
+    name, compare, bound = match.group(1), match.group(2), float(match.group(3))
+    if name not in metrics:
+        return {"criterion": criterion, "metric": name, "value": None, "passed": False,
+                "reason": f"{name} was not measured (measured: {', '.join(sorted(metrics))})"}
+    value = metrics[name]["value"]
+    passed = math.isfinite(value) and bool(_COMPARE[compare](value, bound))
+    return {"criterion": criterion, "metric": name, "value": value, "passed": passed,
+            "reason": f"{name} = {value:.6g}, {'meets' if passed else 'misses'} {criterion}"}
+
+
 @dataclass
 class Evaluation:
     family: str
@@ -69,12 +95,20 @@ class Evaluation:
     grid_png: bytes | None = None  # sample images
     texts: list[tuple[str, str]] = field(default_factory=list)  # (prompt, continuation)
     melodies: list[tuple[list[Any], list[Any]]] = field(default_factory=list)  # (primer, cont.)
+    registration: dict[str, Any] | None = None  # set by `register`
 
     def put(self, name: str, value: float, std: float | None = None) -> None:
         entry = {"value": float(value)}
         if std is not None:
             entry["standard_deviation"] = float(std)
         self.metrics[name] = entry
+
+    def register(self, criterion: str | None = None) -> None:
+        """Judge the evaluation by ``criterion``, or by the family's own."""
+        from training.models import get_family
+
+        self.registration = registration(
+            self.metrics, criterion or get_family(self.family).register_if)
 
     def to_json(self) -> dict[str, Any]:
         baselines = {m: [b for b in bs if b in self.metrics]
@@ -83,7 +117,8 @@ class Evaluation:
                 "measured": self.measured,
                 "baselines": {m: bs for m, bs in baselines.items() if bs},
                 "lower_is_better": sorted(LOWER_IS_BETTER & set(self.metrics)),
-                "notes": self.notes, **({"lineage": self.lineage} if self.lineage else {})}
+                "notes": self.notes, **({"lineage": self.lineage} if self.lineage else {}),
+                **({"registration": self.registration} if self.registration else {})}
 
 
 def write_evaluation(evaluation: Evaluation, output_dir: Path) -> tuple[Path, Path]:
@@ -109,7 +144,9 @@ def evaluate_artifact(path: Path, *, data: Path | None = None,
     out = Evaluation(family=artifact.family, measured=str(path), modality=artifact.modality,
                      history=list(artifact.manifest.get("history", [])),
                      lineage=artifact.manifest.get("lineage"))
-    if artifact.modality in ("text", "music"):
+    if artifact.family == "musegan":
+        _arrangement_metrics(recipe, out)
+    elif artifact.modality in ("text", "music"):
         _sequence_metrics(recipe, out)
     else:
         _image_metrics(recipe, out)
@@ -180,6 +217,13 @@ def generation_metrics(texts: Sequence[str]) -> dict[str, float]:
     return {"sample_distinct_1": len(set(unigrams)) / max(1, len(unigrams)),
             "sample_distinct_2": len(set(bigrams)) / max(1, len(bigrams)),
             "sample_mean_words": len(unigrams) / max(1, len(texts))}
+
+
+def _arrangement_metrics(recipe: Any, out: Evaluation) -> None:
+    """MuseGAN's: its accompaniment of the held-out melodies, on MuseGAN's music metrics,
+    beside Bach's own and the untrained generator's."""
+    for name, value in {**recipe.evaluate(), **recipe.references}.items():
+        out.put(name, value)
 
 
 def _image_metrics(recipe: Any, out: Evaluation) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from infra import layout
+from infra.instances import is_gpu, volume_key, volume_size
 from training import sagemaker_sdk
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,31 @@ DEFAULT_MAX_RUN_S = 24 * 3600
 class AwsTargets:
     """Where a SageMaker job or endpoint runs: from flags, else the CDK outputs file."""
 
-    role_arn: str
-    image_uri: str
+    role_arn: str  # training jobs run as this role
+    image_uri: str  # the CPU image (or the one --image names)
     artifact_bucket: str
     data_bucket: str
     kms_key_arn: str | None = None
     subnet_ids: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
+    cuda_image_uri: str | None = None  # for GPU instance types
+    serving_role_arn: str | None = None  # endpoints run as this role
+    capture_bucket: str | None = None  # endpoints' data capture and feedback
+    explicit_image: bool = False  # --image named one image for every instance type
+
+    def image_for(self, instance_type: str) -> str:
+        """The image for ``instance_type``: the CUDA build on a GPU."""
+        if self.explicit_image or not is_gpu(instance_type):
+            return self.image_uri
+        if self.cuda_image_uri is None:
+            raise ValueError(f"{instance_type} has a GPU, and this stage has no CUDA image: "
+                             f"deploy it with `-c genkiln:images=both` (or a GPU instance "
+                             f"type in cdk.json), or pass --image")
+        return self.cuda_image_uri
+
+    @property
+    def endpoint_role_arn(self) -> str:
+        return self.serving_role_arn or self.role_arn
 
 
 @dataclass(frozen=True)
@@ -256,7 +275,7 @@ def resolve_targets(
     outputs = outputs or {}
     values: dict[str, Any] = {
         "role_arn": args.role or outputs.get("execution_role_arn"),
-        "image_uri": args.image or outputs.get("image_uri"),
+        "image_uri": args.image or outputs.get("image_uri") or outputs.get("cuda_image_uri"),
         "artifact_bucket": args.bucket or outputs.get("artifact_bucket"),
         "data_bucket": args.bucket or outputs.get("data_bucket"),
     }
@@ -273,6 +292,10 @@ def resolve_targets(
         kms_key_arn=outputs.get("key_arn"),
         subnet_ids=tuple(outputs.get("subnet_ids") or ()),
         security_group_ids=(security_group,) if security_group else (),
+        cuda_image_uri=outputs.get("cuda_image_uri"),
+        serving_role_arn=args.role or outputs.get("serving_role_arn"),
+        capture_bucket=outputs.get("capture_bucket"),
+        explicit_image=bool(args.image),
     )
 
 
@@ -424,7 +447,7 @@ def train_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: 
                                  max_wait_time_in_seconds=max_wait)
 
     trainer = ModelTrainer(
-        training_image=targets.image_uri,
+        training_image=targets.image_for(launch.instance_type),
         sagemaker_session=session,
         role=targets.role_arn,
         base_job_name=run_id,
@@ -432,7 +455,9 @@ def train_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: 
             instance_type=launch.instance_type,
             instance_count=launch.instance_count,
             enable_managed_spot_training=launch.spot or None,
-            volume_kms_key_id=targets.kms_key_arn,
+            # None on instance types with local NVMe storage (SageMaker refuses a key).
+            volume_kms_key_id=volume_key(launch.instance_type, targets.kms_key_arn),
+            volume_size_in_gb=volume_size(launch.instance_type, 30),
         ),
         stopping_condition=stopping,
         hyperparameters=dict(launch.hyperparameters),
@@ -502,8 +527,9 @@ def tune_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: A
         for end in r.ends():  # every corner of the search must be a valid setting
             check_hyperparameters({**static, key: end})
     kms = {"KmsKeyId": targets.kms_key_arn} if targets.kms_key_arn else {}
+    volume_kms = volume_key(launch.instance_type, targets.kms_key_arn)
     definition: dict[str, Any] = {
-        "AlgorithmSpecification": {"TrainingImage": targets.image_uri,
+        "AlgorithmSpecification": {"TrainingImage": targets.image_for(launch.instance_type),
                                    "TrainingInputMode": "File",
                                    "MetricDefinitions": metric_definitions(launch.family)},
         "RoleArn": targets.role_arn,
@@ -515,9 +541,9 @@ def tune_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: A
         "OutputDataConfig": {"S3OutputPath": f"s3://{targets.artifact_bucket}/"
                                              f"{layout.MODELS.rstrip('/')}", **kms},
         "ResourceConfig": {"InstanceType": launch.instance_type,
-                           "InstanceCount": launch.instance_count, "VolumeSizeInGB": 30,
-                           **({"VolumeKmsKeyId": targets.kms_key_arn}
-                              if targets.kms_key_arn else {})},
+                           "InstanceCount": launch.instance_count,
+                           "VolumeSizeInGB": volume_size(launch.instance_type, 30),
+                           **({"VolumeKmsKeyId": volume_kms} if volume_kms else {})},
         "StoppingCondition": {"MaxRuntimeInSeconds": launch.max_run_s,
                               **({"MaxWaitTimeInSeconds": max_wait} if max_wait else {})},
         "EnableManagedSpotTraining": launch.spot,

@@ -14,13 +14,20 @@ from constructs import Construct
 class EndpointAlarms(Construct):
     """Server errors, slow model, and an endpoint with no instance reporting.
 
-    Attributes: `topic`, `server_errors`, `latency`, `no_instances` (the alarms).
+    Attributes: `topic`, `server_errors`, `latency`, `no_instances` (the alarms), named
+    `<endpoint>-<what>` so an endpoint's deployment configuration can name the one that
+    rolls an update back (`server_errors_name`) before the alarms exist.
     """
+
+    @staticmethod
+    def name(endpoint_name: str, what: str) -> str:
+        return f"{endpoint_name}-{what}"
 
     def __init__(self, scope: Construct, construct_id: str, *, endpoint_name: str,
                  variant_name: str, key: kms.IKey, latency_ms: int, alarm_email: str,
                  instance_backed: bool) -> None:
         super().__init__(scope, construct_id)
+        self._endpoint_name = endpoint_name
         self.topic = sns.Topic(self, "Topic", display_name=f"{endpoint_name} alarms",
                                master_key=key, enforce_ssl=True)
         if alarm_email:
@@ -62,7 +69,8 @@ class EndpointAlarms(Construct):
                comparison: cloudwatch.ComparisonOperator,
                missing: cloudwatch.TreatMissingData) -> cloudwatch.Alarm:
         alarm = metric.create_alarm(
-            self, construct_id, alarm_description=description, threshold=threshold,
+            self, construct_id, alarm_name=self.name(self._endpoint_name, construct_id),
+            alarm_description=description, threshold=threshold,
             evaluation_periods=periods, datapoints_to_alarm=datapoints,
             comparison_operator=comparison, treat_missing_data=missing)
         alarm.add_alarm_action(actions.SnsAction(self.topic))

@@ -70,13 +70,16 @@ class EndpointScaling(Construct):
                 predefined_metric=(appscaling.PredefinedMetric
                                    .SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE))
 
-        if scale_down_at_night and max_instances > min_instances:
-            # Outside 07:00-19:00 UTC on weekdays the ceiling drops to the floor, so a
-            # forgotten dev endpoint costs its minimum, not its maximum, overnight.
+        # At night the ceiling drops to the floor, but never below one instance: an
+        # asynchronous endpoint with a floor of 0 must still be able to start one.
+        night_ceiling = max(1, min_instances)
+        if scale_down_at_night and max_instances > night_ceiling:
+            # Outside 07:00-19:00 UTC on weekdays the ceiling drops, so a forgotten dev
+            # endpoint costs its minimum, not its maximum, overnight.
             self.target.scale_on_schedule(
                 "NightCap", schedule=appscaling.Schedule.cron(
                     minute="0", hour="19", week_day="MON-FRI"),
-                min_capacity=min_instances, max_capacity=min_instances)
+                min_capacity=min_instances, max_capacity=night_ceiling)
             self.target.scale_on_schedule(
                 "MorningRestore", schedule=appscaling.Schedule.cron(
                     minute="0", hour="7", week_day="MON-FRI"),

@@ -9,6 +9,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from infra.instances import volume_key
+
 VARIANT = "AllTraffic"
 
 
@@ -34,13 +36,20 @@ class Capacity:
 
 
 class ModelEndpoint(Construct):
-    """Model → endpoint config → endpoint, with network isolation and KMS everywhere.
+    """Model → endpoint config → endpoint, with network isolation and KMS where SageMaker
+    allows them.
 
     Requests and responses are captured (KMS-encrypted) under `capture_uri`; with
     `feedback_uri`, the server records generations and feedback there itself; an
     asynchronous endpoint reads requests and writes results under `async_output_uri`.
-    Serverless endpoints take neither a volume key nor data capture (SageMaker rejects
-    both there), so those two settings only apply to instance-backed kinds.
+    SageMaker's rules decide the rest:
+
+    - serverless endpoints take no volume key, no data capture, no VPC and no network
+      isolation (https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html);
+    - instance types with local NVMe storage take no volume key (infra/instances.py);
+    - an update keeps the variant's current instance count (RetainAllVariantProperties),
+      so a new model does not undo what autoscaling chose, and a real-time endpoint
+      updates blue/green, rolling back when `rollback_alarms` go off.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, endpoint_name: str,
@@ -48,8 +57,10 @@ class ModelEndpoint(Construct):
                  capture_uri: str, capture_percent: int, async_output_uri: str,
                  async_failure_uri: str, subnet_ids: list[str] | None = None,
                  security_group_ids: list[str] | None = None,
-                 feedback_uri: str | None = None) -> None:
+                 feedback_uri: str | None = None,
+                 rollback_alarms: list[str] | None = None) -> None:
         super().__init__(scope, construct_id)
+        serverless = capacity.kind == "serverless"
         # The names of inference.feedback_store's variables (infra imports no app code).
         if feedback_uri:
             environment = {"GENKILN_FEEDBACK_URI": feedback_uri,
@@ -65,19 +76,18 @@ class ModelEndpoint(Construct):
                 environment=environment)
         vpc = (sagemaker.CfnModel.VpcConfigProperty(
             subnets=subnet_ids, security_group_ids=security_group_ids or [])
-            if subnet_ids else None)
+            if subnet_ids and not serverless else None)
         self.model = sagemaker.CfnModel(
             self, "Model",
             execution_role_arn=role.role_arn,
             primary_container=container,
             # The serving container needs no network (the model is unpacked for it)
             # unless it writes feedback records to S3 itself.
-            enable_network_isolation=not feedback_uri,
+            enable_network_isolation=not feedback_uri and not serverless,
             vpc_config=vpc,
         )
         self.model.node.add_dependency(role)
 
-        serverless = capacity.kind == "serverless"
         variant = sagemaker.CfnEndpointConfig.ProductionVariantProperty(
             variant_name=VARIANT,
             model_name=self.model.attr_model_name,
@@ -118,14 +128,30 @@ class ModelEndpoint(Construct):
         self.config = sagemaker.CfnEndpointConfig(
             self, "Config",
             production_variants=[variant],
-            kms_key_id=None if serverless else key.key_arn,  # encrypts instance volumes
+            # Encrypts instance volumes; SageMaker refuses a key where there are none.
+            kms_key_id=None if serverless else volume_key(capacity.instance_type,
+                                                          key.key_arn),
             data_capture_config=capture,
             async_inference_config=asynchronous,
         )
+        deployment = None
+        if capacity.kind == "realtime":
+            deployment = sagemaker.CfnEndpoint.DeploymentConfigProperty(
+                blue_green_update_policy=sagemaker.CfnEndpoint.BlueGreenUpdatePolicyProperty(
+                    traffic_routing_configuration=sagemaker.CfnEndpoint
+                    .TrafficRoutingConfigProperty(type="ALL_AT_ONCE",
+                                                  wait_interval_in_seconds=300),
+                    termination_wait_in_seconds=300),
+                auto_rollback_configuration=sagemaker.CfnEndpoint
+                .AutoRollbackConfigProperty(alarms=[
+                    sagemaker.CfnEndpoint.AlarmProperty(alarm_name=name)
+                    for name in rollback_alarms or []]) if rollback_alarms else None)
         self.endpoint = sagemaker.CfnEndpoint(
             self, "Endpoint",
             endpoint_name=endpoint_name,
             endpoint_config_name=self.config.attr_endpoint_config_name,
+            retain_all_variant_properties=None if serverless else True,
+            deployment_config=deployment,
         )
         self.endpoint_name = endpoint_name
         self.variant_name = VARIANT

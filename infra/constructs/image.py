@@ -18,13 +18,23 @@ BUILD_CONTEXT_EXCLUDES = [
 ]
 
 
+#: The Dockerfile's TORCH_VARIANT build argument, by image variant.
+VARIANTS = ("cpu", "cuda")
+
+
 class ProjectImage(Construct):
     """One image for both SageMaker verbs (`train`, `serve`, and the pipeline's
-    `evaluate`), built for x86-64 because SageMaker's ml.* CPU and GPU hosts run it."""
+    `evaluate`), built for x86-64 because SageMaker's ml.* CPU and GPU hosts run it.
+
+    `variant` picks the torch build: `cpu`, or `cuda` for GPU instances (PyPI's torch
+    with its CUDA libraries; the instance supplies the NVIDIA driver)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, project_root: Path,
-                 dockerfile: str = "Dockerfile") -> None:
+                 variant: str = "cpu", dockerfile: str = "Dockerfile") -> None:
         super().__init__(scope, construct_id)
+        if variant not in VARIANTS:
+            raise ValueError(f"image variant must be one of {', '.join(VARIANTS)}, "
+                             f"not {variant!r}")
         if not (project_root / dockerfile).is_file():
             raise FileNotFoundError(f"{project_root / dockerfile} is needed to build the "
                                     "project image")
@@ -35,6 +45,8 @@ class ProjectImage(Construct):
             exclude=BUILD_CONTEXT_EXCLUDES,
             ignore_mode=IgnoreMode.DOCKER,
             platform=ecr_assets.Platform.LINUX_AMD64,
+            build_args={"TORCH_VARIANT": variant},
         )
+        self.variant = variant
         self.image_uri = self.asset.image_uri
         self.repository = self.asset.repository

@@ -87,8 +87,12 @@ class SageMakerRole(Construct):
             "statement is limited to that prefix of a bucket this project owns.")
 
     def allow_key_use(self, key: kms.IKey) -> None:
-        """Encrypt and decrypt with the project key (S3 objects, volumes, capture)."""
+        """Encrypt and decrypt with the project key (S3 objects, volumes, capture), and
+        let SageMaker create grants on it for the volumes it attaches (only for AWS
+        resources: kms:GrantIsForAWSResource)."""
         self._allow(actions=_KMS_USE, resources=[key.key_arn])
+        self._allow(actions=["kms:CreateGrant"], resources=[key.key_arn],
+                    conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}})
 
     def allow_image_pull(self, repository: ecr.IRepository) -> None:
         """Pull the project image; the registry token API takes no resource ARN."""
@@ -96,9 +100,9 @@ class SageMakerRole(Construct):
         self._allow(actions=["ecr:GetAuthorizationToken"], resources=["*"])
         self._acknowledge_wildcard(
             "Resource::*",
-            "ecr:GetAuthorizationToken, cloudwatch:PutMetricData and the EC2 network "
-            "interface calls of VPC jobs accept no resource ARN (IAM requires '*'); "
-            "PutMetricData is limited to SageMaker namespaces by a condition.")
+            "ecr:GetAuthorizationToken, cloudwatch:PutMetricData and the EC2 Describe calls "
+            "of VPC jobs accept no resource ARN (IAM requires '*'); PutMetricData is "
+            "limited to SageMaker namespaces by a condition.")
 
     def allow_job_logs(self) -> None:
         """Write job and endpoint logs and metrics, only in SageMaker's log groups."""
@@ -118,21 +122,71 @@ class SageMakerRole(Construct):
                 "SageMaker names a log group per job type under /aws/sagemaker/ and a "
                 "stream per job and instance, so names are only known at run time.")
 
-    def allow_vpc_access(self) -> None:
-        """Let SageMaker attach jobs and endpoints to the project's private subnets."""
+    def allow_vpc_access(self, *, vpc_id: str, subnet_ids: list[str],
+                         security_group_ids: list[str]) -> None:
+        """Let SageMaker attach jobs and endpoints to the project's private subnets:
+        network interfaces in that VPC, on those subnets and security groups only. The
+        Describe calls take no resource ARN (IAM requires '*')."""
+        stack = self._stack
+        interfaces = stack.format_arn(service="ec2", resource="network-interface",
+                                      resource_name="*")
+        in_vpc = {"ArnEquals": {"ec2:Vpc": stack.format_arn(
+            service="ec2", resource="vpc", resource_name=vpc_id)}}
+        self._allow(actions=["ec2:CreateNetworkInterface"], resources=[
+            *(stack.format_arn(service="ec2", resource="subnet", resource_name=s)
+              for s in subnet_ids),
+            *(stack.format_arn(service="ec2", resource="security-group", resource_name=g)
+              for g in security_group_ids)])
+        self._allow(actions=["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
+                             "ec2:DeleteNetworkInterface",
+                             "ec2:DeleteNetworkInterfacePermission"],
+                    resources=[interfaces], conditions=in_vpc)
         self._allow(
-            actions=["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
-                     "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
-                     "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
+            actions=["ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
                      "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets",
                      "ec2:DescribeSecurityGroups"],
             resources=["*"])
+        self._acknowledge_wildcard(
+            f"Resource::{resource_text(stack, interfaces)}",
+            "SageMaker creates one network interface per job host or endpoint instance, "
+            "named at run time; the statement admits only interfaces in the project's VPC.")
+        self._acknowledge_wildcard(
+            "Resource::*",
+            "ecr:GetAuthorizationToken, cloudwatch:PutMetricData and the EC2 Describe calls "
+            "of VPC jobs accept no resource ARN (IAM requires '*'); PutMetricData is "
+            "limited to SageMaker namespaces by a condition.")
 
     def allow_pass_to_sagemaker(self, role: iam.IRole) -> None:
         """Hand `role` to the jobs this role starts, and to no other service."""
         self._allow(actions=["iam:PassRole"], resources=[role.role_arn],
                     conditions={"StringEquals": {"iam:PassedToService":
                                                  "sagemaker.amazonaws.com"}})
+
+    def allow_experiments(self, *, pipeline_name: str) -> None:
+        """What a pipeline's experiment configuration makes SageMaker do as this role: an
+        experiment named after the pipeline, a trial per execution, trial components
+        for its jobs."""
+        stack = self._stack
+        resources = [
+            stack.format_arn(service="sagemaker", resource="experiment",
+                             resource_name=pipeline_name.lower()),
+            stack.format_arn(service="sagemaker", resource="experiment-trial",
+                             resource_name="*"),
+            stack.format_arn(service="sagemaker", resource="experiment-trial-component",
+                             resource_name="*"),
+        ]
+        self._allow(actions=["sagemaker:CreateExperiment", "sagemaker:DescribeExperiment",
+                             "sagemaker:CreateTrial", "sagemaker:DescribeTrial",
+                             "sagemaker:CreateTrialComponent",
+                             "sagemaker:DescribeTrialComponent",
+                             "sagemaker:UpdateTrialComponent",
+                             "sagemaker:AssociateTrialComponent", "sagemaker:AddTags"],
+                    resources=resources)
+        for arn in resources[1:]:
+            self._acknowledge_wildcard(
+                f"Resource::{resource_text(stack, arn)}",
+                "SageMaker Pipelines names a trial per execution and a trial component "
+                "per job at run time; the experiment itself is named after the pipeline.")
 
     def allow_pipeline_steps(self, *, model_package_group: str) -> None:
         """Start, watch and stop the jobs of a pipeline run; register into one group."""

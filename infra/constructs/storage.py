@@ -7,6 +7,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra import layout
 from infra.nag import acknowledge
 
 
@@ -14,12 +15,15 @@ class Storage(Construct):
     """Four private, versioned, TLS-only buckets; three of them encrypted with `key`.
 
     Attributes: `data`, `artifacts`, `capture` (captured requests and feedback) and
-    `access_logs` (server access logs of the other three).
+    `access_logs` (server access logs of the other three). What an endpoint captures
+    expires: requests and answers after `capture_days`, generation records and judgements
+    after `feedback_days`, asynchronous requests after a week.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey,
                  removal_policy: RemovalPolicy, noncurrent_version_days: int,
-                 access_log_days: int) -> None:
+                 access_log_days: int, capture_days: int = 90,
+                 feedback_days: int = 365) -> None:
         super().__init__(scope, construct_id)
         self._removal_policy = removal_policy
         self._noncurrent_version_days = noncurrent_version_days
@@ -47,9 +51,15 @@ class Storage(Construct):
 
         self.data = self._bucket("Data", key=key, log_prefix="data/")
         self.artifacts = self._bucket("Artifacts", key=key, log_prefix="artifacts/")
-        self.capture = self._bucket("Capture", key=key, log_prefix="capture/")
+        self.capture = self._bucket("Capture", key=key, log_prefix="capture/", expire={
+            layout.CAPTURE: capture_days, layout.FEEDBACK: feedback_days,
+            layout.ASYNC_REQUESTS: 7})
 
-    def _bucket(self, construct_id: str, *, key: kms.IKey, log_prefix: str) -> s3.Bucket:
+    def _bucket(self, construct_id: str, *, key: kms.IKey, log_prefix: str,
+                expire: dict[str, int] | None = None) -> s3.Bucket:
+        expiry = [s3.LifecycleRule(id=f"expire-{prefix.strip('/')}", prefix=prefix,
+                                   expiration=Duration.days(days))
+                  for prefix, days in (expire or {}).items()]
         return s3.Bucket(
             self, construct_id,
             encryption=s3.BucketEncryption.KMS,
@@ -62,7 +72,7 @@ class Storage(Construct):
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix=log_prefix,
             removal_policy=self._removal_policy,
-            lifecycle_rules=self._version_rules(),
+            lifecycle_rules=[*self._version_rules(), *expiry],
         )
 
     def _version_rules(self) -> list[s3.LifecycleRule]:

@@ -15,14 +15,16 @@ from infra.constructs.storage import Storage
 class DataStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, project: str,
                  removal_policy: RemovalPolicy, key_pending_window_days: int,
-                 noncurrent_version_days: int, access_log_days: int, **kwargs: Any) -> None:
+                 noncurrent_version_days: int, access_log_days: int, capture_days: int,
+                 feedback_days: int, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.key = ProjectKey(self, "ProjectKey", alias=f"alias/{project}/{construct_id}",
                               removal_policy=removal_policy,
                               pending_window_days=key_pending_window_days).key
         self.storage = Storage(self, "Storage", key=self.key, removal_policy=removal_policy,
                                noncurrent_version_days=noncurrent_version_days,
-                               access_log_days=access_log_days)
+                               access_log_days=access_log_days,
+                               capture_days=capture_days, feedback_days=feedback_days)
 
         CfnOutput(self, outputs.DATA_BUCKET, value=self.storage.data.bucket_name)
         CfnOutput(self, outputs.ARTIFACT_BUCKET, value=self.storage.artifacts.bucket_name)

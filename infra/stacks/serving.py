@@ -26,10 +26,13 @@ class ServingStack(Stack):
         kind = settings.endpoint_kind
         network = training.network
         artifacts = f"s3://{storage.artifacts.bucket_name}/"
+        endpoint_name, suffix = self.endpoint_name(name_prefix, settings)
+        # Serverless endpoints run on CPUs only.
+        image = training.image_for("cpu" if kind == "serverless" else settings.instance_type)
         self.endpoint = ModelEndpoint(
-            self, "Endpoint", endpoint_name=f"{name_prefix}-endpoint",
-            role=training.execution_role, key=key,
-            source=ModelSource(image_uri=training.image.image_uri,
+            self, f"Endpoint{suffix}", endpoint_name=endpoint_name,
+            role=training.serving_role, key=key,
+            source=ModelSource(image_uri=image.image_uri,
                                model_artifact=settings.model_artifact,
                                model_package_arn=settings.model_package_arn),
             capacity=Capacity(kind=kind, instance_type=settings.instance_type,
@@ -46,12 +49,14 @@ class ServingStack(Stack):
                                 if network else None),
             feedback_uri=(f"s3://{storage.capture.bucket_name}/{layout.FEEDBACK}"
                           if settings.feedback_capture else None),
+            rollback_alarms=[EndpointAlarms.name(endpoint_name, "ServerErrors")],
         )
         # Serverless endpoints scale themselves (up to their concurrency limit).
         self.scaling = None
         if kind != "serverless":
             self.scaling = EndpointScaling(
-                self, "Scaling", endpoint_name=self.endpoint.endpoint_name,
+                self, f"Scaling{suffix}",
+                endpoint_name=self.endpoint.endpoint_name,
                 variant_name=self.endpoint.variant_name, asynchronous=kind == "async",
                 min_instances=settings.min_instances, max_instances=settings.max_instances,
                 target_per_instance=settings.target_invocations_per_instance,
@@ -66,3 +71,18 @@ class ServingStack(Stack):
                                                    and settings.min_instances > 0))
 
         CfnOutput(self, outputs.ENDPOINT_NAME, value=self.endpoint.endpoint.attr_endpoint_name)
+
+    @staticmethod
+    def endpoint_name(name_prefix: str, settings: Settings) -> tuple[str, str]:
+        """The endpoint's name and its constructs' id suffix: `<prefix>-endpoint`, and for
+        instance-backed endpoints the instance type after it
+        (`genkiln-dev-endpoint-m5-large`, suffix `M5Large`). SageMaker refuses to change
+        the instance type of a variant that autoscaling targets (endpoint-scaling-update
+        in its guide), so a new instance type is a new endpoint, which CloudFormation
+        creates (with its scaling) before it removes the old one; clients read the name
+        from the EndpointName output."""
+        if settings.endpoint_kind == "serverless":
+            return f"{name_prefix}-endpoint", ""
+        parts = settings.instance_type.removeprefix("ml.").split(".")
+        return (f"{name_prefix}-endpoint-{'-'.join(parts)}",
+                "".join(p.capitalize() for p in parts))

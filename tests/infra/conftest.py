@@ -52,10 +52,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # dev, real-time endpoint (night-time cap applies), recording feedback to S3.
     "realtime": {"genkiln:modelArtifact": MODEL_ARTIFACT, "genkiln:minInstances": 1,
                  "genkiln:maxInstances": 4, "genkiln:feedbackCapture": True},
-    # dev, serverless endpoint.
+    # dev, serverless endpoint, in the VPC (which serverless endpoints cannot join).
     "serverless": {"genkiln:modelArtifact": MODEL_ARTIFACT,
-                   "genkiln:endpointKind": "serverless",
+                   "genkiln:endpointKind": "serverless", "genkiln:useVpc": True,
                    "genkiln:serverlessMemoryMb": 2048},
+    # staging on GPUs: training and serving on instance types with local NVMe storage.
+    "gpu": {"genkiln:stage": "staging", "genkiln:trainingInstanceType": "ml.g5.2xlarge",
+            "genkiln:instanceType": "ml.g5.xlarge", "genkiln:modelArtifact": MODEL_ARTIFACT,
+            "genkiln:maxInstances": 3},
 }
 
 

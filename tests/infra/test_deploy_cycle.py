@@ -222,7 +222,9 @@ def test_execution_role_is_sagemakers_with_scoped_inline_policy(cycle: Cycle) ->
 def test_endpoint_serves_the_artifact_and_captures_encrypted(cycle: Cycle) -> None:
     assert cycle.outputs["endpoint_name"] in cycle.deployed.endpoints
     model = cycle.details["model"]
-    assert model["ExecutionRoleArn"] == cycle.outputs["execution_role_arn"]
+    # Endpoints run as the serving role, never the training role.
+    assert model["ExecutionRoleArn"] == cycle.outputs["serving_role_arn"]
+    assert model["ExecutionRoleArn"] != cycle.outputs["execution_role_arn"]
     assert model["PrimaryContainer"]["Image"] == cycle.outputs["image_uri"]
     assert model["PrimaryContainer"]["ModelDataUrl"] == MODEL_ARTIFACT
     capture = cycle.details["capture"]

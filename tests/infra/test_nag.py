@@ -21,6 +21,7 @@ from .conftest import INSTALL_HINT, VARIANTS, Assembly
 EXPECTED = {
     ("Storage/AccessLogs", "AwsSolutions-S1"),
     ("ExecutionRole/Role", "AwsSolutions-IAM5"),
+    ("ServingRole/Role", "AwsSolutions-IAM5"),
     ("PipelineRole/Role", "AwsSolutions-IAM5"),
 }
 

@@ -1,4 +1,4 @@
-"""The pipeline: train → evaluate → register only if val_loss passes."""
+"""The pipeline: train → evaluate → register only if the family's criterion passes."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from infra.pipeline_definition import (
 
 INPUTS = PipelineInputs(
     role_arn="arn:aws:iam::1:role/exec", image_uri="1.dkr.ecr.r.amazonaws.com/img:tag",
+    serving_image_uri="1.dkr.ecr.r.amazonaws.com/img:serve",
     data_bucket="data-b", artifact_bucket="art-b", key_arn="arn:aws:kms:r:1:key/k",
-    model_package_group="genkiln-dev-models", training_instance_type="ml.g5.xlarge",
-    family="vae", max_val_loss=3.5,
+    model_package_group="genkiln-dev-models", training_instance_type="ml.m5.xlarge",
+    family="vae", register_if="val_fid<=20",
 )
+GPU = PipelineInputs(**{**INPUTS.__dict__, "training_instance_type": "ml.g5.xlarge"})
 
 
 def steps_by_name(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -36,16 +38,20 @@ def steps_by_name(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_steps_run_in_order_and_register_only_past_the_check() -> None:
     definition = pipeline_definition(INPUTS)
-    assert [s["Name"] for s in definition["Steps"]] == ["Train", "Evaluate", "ValLossCheck"]
+    assert [s["Name"] for s in definition["Steps"]] == ["Train", "Evaluate",
+                                                         "RegistrationCheck"]
     check = definition["Steps"][2]["Arguments"]
     assert [s["Type"] for s in check["IfSteps"]] == ["RegisterModel"]
     assert [s["Type"] for s in check["ElseSteps"]] == ["Fail"]
     (condition,) = check["Conditions"]
-    assert condition["Type"] == "LessThanOrEqualTo"
-    assert condition["RightValue"] == {"Get": "Parameters.MaxValLoss"}
+    # The evaluation judges by the run's criterion (any family's metric), the condition
+    # reads its verdict: a GAN run is not failed for reporting no val_loss.
+    assert condition["Type"] == "Equals" and condition["RightValue"] is True
     json_get = condition["LeftValue"]["Std:JsonGet"]
-    assert json_get["Path"] == "metrics.val_loss.value"
+    assert json_get["Path"] == "registration.passed"
     assert json_get["PropertyFile"] == {"Get": "Steps.Evaluate.PropertyFiles.Evaluation"}
+    fail = check["ElseSteps"][0]["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
+    assert fail[1]["Std:JsonGet"]["Path"] == "registration.reason"
 
 
 def test_the_condition_reads_the_file_the_evaluate_step_writes() -> None:
@@ -55,9 +61,11 @@ def test_the_condition_reads_the_file_the_evaluate_step_writes() -> None:
     assert prop["FilePath"] == EVALUATION_FILE == "evaluation.json"
     outputs = evaluate["Arguments"]["ProcessingOutputConfig"]["Outputs"]
     assert [o["OutputName"] for o in outputs] == [prop["OutputName"]]
-    # The same image runs with the `evaluate` verb, on the trained model.
+    # The same image runs with the `evaluate` verb, on the trained model, judging it by
+    # the run's criterion.
     assert evaluate["Arguments"]["AppSpecification"] == {
-        "ImageUri": INPUTS.image_uri, "ContainerArguments": ["evaluate"]}
+        "ImageUri": INPUTS.image_uri,
+        "ContainerArguments": ["evaluate", "--register-if", {"Get": "Parameters.RegisterIf"}]}
     model_input, data_input = evaluate["Arguments"]["ProcessingInputs"]
     assert model_input["S3Input"]["S3Uri"] == {
         "Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
@@ -74,10 +82,12 @@ def test_the_condition_reads_the_file_the_evaluate_step_writes() -> None:
 def test_parameter_defaults_come_from_settings() -> None:
     parameters = {p["Name"]: p for p in pipeline_definition(INPUTS)["Parameters"]}
     assert parameters["Family"]["DefaultValue"] == "vae"
-    assert parameters["MaxValLoss"] == {"Name": "MaxValLoss", "Type": "Float",
-                                        "DefaultValue": 3.5}
-    assert parameters["TrainingInstanceType"]["DefaultValue"] == "ml.g5.xlarge"
-    assert parameters["TrainData"]["DefaultValue"] == "s3://data-b/datasets/"
+    assert parameters["RegisterIf"] == {"Name": "RegisterIf", "Type": "String",
+                                        "DefaultValue": "val_fid<=20"}
+    # A run names its data: no default that would mix every launcher upload.
+    assert "DefaultValue" not in parameters["TrainData"]
+    # The instance type is the stage's: it decides the image and the volume key.
+    assert "TrainingInstanceType" not in parameters
     # Every reference to a parameter names one that exists.
     text = json.dumps(pipeline_definition(INPUTS))
     used = set(re.findall(r'"Parameters\.(\w+)"', text))
@@ -91,6 +101,7 @@ def test_training_job_is_isolated_encrypted_and_reports_metrics() -> None:
     assert train["OutputDataConfig"] == {"S3OutputPath": "s3://art-b/models/",
                                          "KmsKeyId": INPUTS.key_arn}
     assert train["ResourceConfig"]["VolumeKmsKeyId"] == INPUTS.key_arn
+    assert train["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
     assert train["RoleArn"] == INPUTS.role_arn
     assert "VpcConfig" not in train
     # Hyperparameters are a string map (SageMaker's API); defaults come as parameters.
@@ -99,10 +110,37 @@ def test_training_job_is_isolated_encrypted_and_reports_metrics() -> None:
 
 
 def test_metric_regexes_read_the_training_log() -> None:
-    line = "step=300 train_loss=2.5e-01 val_loss=0.3125 lr=1e-3"
-    values = {m["Name"]: re.search(m["Regex"], line).group(1)  # type: ignore[union-attr]
-              for m in METRIC_DEFINITIONS}
-    assert values == {"train_loss": "2.5e-01", "val_loss": "0.3125"}
+    line = "step=300 train_loss=2.5e-01 val_loss=0.3125 val_fid=12.5 lr=1e-3"
+    values = {m["Name"]: found.group(1) for m in METRIC_DEFINITIONS
+              if (found := re.search(m["Regex"], line))}
+    assert values == {"train_loss": "2.5e-01", "val_loss": "0.3125", "val_fid": "12.5"}
+    assert len(METRIC_DEFINITIONS) <= 40  # SageMaker's limit per job
+
+
+def test_every_family_is_judged_by_a_metric_it_reports() -> None:
+    from training.evaluate import registration
+    from training.models import FAMILIES
+
+    for family in FAMILIES.values():
+        name = registration({}, family.register_if)["metric"]
+        assert name in family.metrics, family.name
+        assert name in {m["Name"] for m in METRIC_DEFINITIONS}, family.name
+
+
+def test_each_run_checkpoints_under_its_own_prefix() -> None:
+    train = steps_by_name(pipeline_definition(INPUTS))["Train"]["Arguments"]
+    uri = train["CheckpointConfig"]["S3Uri"]["Std:Join"]["Values"]
+    assert uri == ["s3://art-b/checkpoints/", {"Get": "Execution.PipelineExecutionId"}]
+
+
+def test_gpu_instances_with_local_storage_take_no_volume_key() -> None:
+    steps = steps_by_name(pipeline_definition(GPU))
+    train = steps["Train"]["Arguments"]["ResourceConfig"]
+    assert train["InstanceType"] == "ml.g5.xlarge" and "VolumeKmsKeyId" not in train
+    evaluate = steps["Evaluate"]["Arguments"]["ProcessingResources"]["ClusterConfig"]
+    assert "VolumeKmsKeyId" not in evaluate
+    # Outputs are still encrypted with the project key.
+    assert steps["Train"]["Arguments"]["OutputDataConfig"]["KmsKeyId"] == INPUTS.key_arn
 
 
 def test_jobs_join_the_vpc_when_one_is_given() -> None:
@@ -119,5 +157,5 @@ def test_registered_model_serves_with_the_project_image() -> None:
     register = steps_by_name(pipeline_definition(INPUTS))["Register"]["Arguments"]
     assert register["ModelPackageGroupName"] == "genkiln-dev-models"
     (container,) = register["InferenceSpecification"]["Containers"]
-    assert container == {"Image": INPUTS.image_uri,
+    assert container == {"Image": INPUTS.serving_image_uri,
                          "ModelDataUrl": {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}}

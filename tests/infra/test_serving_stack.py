@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -43,13 +44,20 @@ def test_endpoint_config_encrypts_volumes_and_captured_data(prod_serving: Any) -
             "ContainerStartupHealthCheckTimeoutInSeconds": 900})],
     })
     prod_serving.has_resource_properties("AWS::SageMaker::Endpoint", {
-        "EndpointName": "genkiln-prod-endpoint"})
+        "EndpointName": "genkiln-prod-endpoint-m5-large",
+        # An update keeps what autoscaling chose, and rolls back on server errors.
+        "RetainAllVariantProperties": True,
+        "DeploymentConfig": {
+            "BlueGreenUpdatePolicy": Match.object_like({
+                "TrafficRoutingConfiguration": Match.object_like({"Type": "ALL_AT_ONCE"})}),
+            "AutoRollbackConfiguration": {"Alarms": [
+                {"AlarmName": "genkiln-prod-endpoint-m5-large-ServerErrors"}]}}})
 
 
 def test_autoscaling_tracks_invocations_within_the_context_bounds(prod_serving: Any) -> None:
     prod_serving.has_resource_properties("AWS::ApplicationAutoScaling::ScalableTarget", {
         "ServiceNamespace": "sagemaker", "MinCapacity": 2, "MaxCapacity": 6,
-        "ResourceId": "endpoint/genkiln-prod-endpoint/variant/AllTraffic",
+        "ResourceId": "endpoint/genkiln-prod-endpoint-m5-large/variant/AllTraffic",
         "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
         "ScheduledActions": Match.absent(),  # production is never capped at night
         "RoleARN": {"Fn::Join": ["", Match.array_with([Match.string_like_regexp(
@@ -72,7 +80,7 @@ def test_alarms_watch_errors_latency_and_instances(prod_serving: Any) -> None:
             "MetricName": metric, "Namespace": namespace,
             "AlarmActions": [{"Ref": Match.string_like_regexp("^AlarmsTopic")}],
             "Dimensions": Match.array_with([{"Name": "EndpointName",
-                                             "Value": "genkiln-prod-endpoint"}])})
+                                             "Value": "genkiln-prod-endpoint-m5-large"}])})
     prod_serving.has_resource_properties("AWS::CloudWatch::Alarm", {
         "MetricName": "ModelLatency", "Threshold": 2_000_000})  # microseconds
     prod_serving.has_resource_properties("AWS::CloudWatch::Alarm", {
@@ -127,8 +135,46 @@ def test_serverless_endpoint_has_no_instances_to_scale(
             "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5},
             "InstanceType": Match.absent()})],
         "KmsKeyId": Match.absent(), "DataCaptureConfig": Match.absent()})
+    # Serverless inference supports neither a VPC nor network isolation, even on a stage
+    # whose jobs run in one.
+    template.has_resource_properties("AWS::SageMaker::Model", {
+        "VpcConfig": Match.absent(), "EnableNetworkIsolation": False})
+    template.has_resource_properties("AWS::SageMaker::Endpoint", {
+        "EndpointName": "genkiln-dev-endpoint", "DeploymentConfig": Match.absent(),
+        "RetainAllVariantProperties": Match.absent()})
     template.resource_count_is("AWS::ApplicationAutoScaling::ScalableTarget", 0)
     template.resource_count_is("AWS::CloudWatch::Alarm", 2)
+
+
+def test_an_async_endpoint_with_a_floor_of_zero_serves_at_night(
+        assemblies: dict[str, Assembly]) -> None:
+    template = assemblies["async"].template("serving")
+    template.has_resource_properties("AWS::ApplicationAutoScaling::ScalableTarget", {
+        "ScheduledActions": Match.array_with([Match.object_like({
+            "Schedule": "cron(0 19 ? * MON-FRI *)",
+            "ScalableTargetAction": {"MinCapacity": 0, "MaxCapacity": 1}})])})
+
+
+def test_a_gpu_stage_builds_the_cuda_image_and_names_no_volume_key(
+        assemblies: dict[str, Assembly]) -> None:
+    gpu = assemblies["gpu"]
+    assets = json.loads((gpu.outdir / f"{gpu.stack_name('training')}.assets.json").read_text())
+    tags = {a["source"].get("dockerBuildArgs", {}).get("TORCH_VARIANT"): tag
+            for tag, a in assets["dockerImages"].items()}
+    assert sorted(tags) == ["cpu", "cuda"]
+    serving = gpu.template("serving")
+    serving.has_resource_properties("AWS::SageMaker::EndpointConfig", {
+        "KmsKeyId": Match.absent(),  # ml.g5 has local NVMe storage
+        "ProductionVariants": [Match.object_like({"InstanceType": "ml.g5.xlarge"})],
+        "DataCaptureConfig": Match.object_like({"KmsKeyId": Match.any_value()})})
+    [model] = serving.find_resources("AWS::SageMaker::Model").values()
+    assert model["Properties"]["PrimaryContainer"]["Image"]["Fn::Sub"].endswith(
+        f":{tags['cuda']}")  # the endpoint runs the CUDA build
+    training = gpu.stacks[gpu.stack_name("training")]
+    [pipeline] = [r for r in training["Resources"].values()
+                  if r["Type"] == "AWS::SageMaker::Pipeline"]
+    body = json.dumps(pipeline["Properties"]["PipelineDefinition"])
+    assert f":{tags['cuda']}" in body and "VolumeKmsKeyId" not in body
 
 
 def test_an_endpoint_records_nothing_unless_feedback_capture_is_on(prod_serving: Any) -> None:

@@ -23,11 +23,11 @@ def test_defaults_need_no_context() -> None:
 
 def test_command_line_strings_are_parsed_into_types() -> None:
     # `npx cdk -c genkiln:useVpc=true -c genkiln:maxInstances=4` passes strings.
-    settings = from_context(use_vpc="true", max_instances="4", max_val_loss="2.5",
-                            min_instances="2")
+    settings = from_context(use_vpc="true", max_instances="4", register_if="val_fid<=12.5",
+                            min_instances="2", capture_days="30")
     assert settings.use_vpc is True
     assert settings.max_instances == 4
-    assert settings.max_val_loss == 2.5
+    assert settings.register_if == "val_fid<=12.5" and settings.capture_days == 30
 
 
 def test_naming_an_artifact_or_a_package_adds_serving() -> None:
@@ -37,6 +37,9 @@ def test_naming_an_artifact_or_a_package_adds_serving() -> None:
 
 
 @pytest.mark.parametrize(("values", "key"), [
+    ({"register_if": "val_loss is small"}, "genkiln:registerIf"),
+    ({"images": "rocm"}, "genkiln:images"),
+    ({"capture_days": "0"}, "genkiln:captureDays"),
     ({"use_vpc": "maybe"}, "genkiln:useVpc"),
     ({"max_instances": "two"}, "genkiln:maxInstances"),
     ({"max_instances": 1.5}, "genkiln:maxInstances"),
@@ -74,3 +77,16 @@ def test_every_key_is_documented() -> None:
     doc = settings_module.__doc__ or ""
     undocumented = [key for key in KEYS.values() if f"`{key}`" not in doc]
     assert not undocumented
+
+
+@pytest.mark.parametrize(("values", "images"), [
+    ({}, ("cpu",)),
+    ({"training_instance_type": "ml.g5.xlarge"}, ("cpu", "cuda")),
+    ({"instance_type": "ml.g4dn.xlarge"}, ("cpu", "cuda")),
+    ({"instance_type": "ml.g4dn.xlarge", "endpoint_kind": "serverless"}, ("cpu",)),
+    ({"images": "both"}, ("cpu", "cuda")),
+    ({"images": "cuda"}, ("cuda",)),
+])
+def test_the_images_built_follow_the_instance_types(values: dict[str, str],
+                                                     images: tuple[str, ...]) -> None:
+    assert from_context(**values).image_variants() == images

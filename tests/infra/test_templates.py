@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,4 +70,16 @@ def test_cdk_synth_without_credentials(tmp_path: Path) -> None:
     names = sorted(p.name for p in (tmp_path / "cdk.out").glob("*.template.json"))
     assert names == ["genkiln-dev-data.template.json", "genkiln-dev-serving.template.json",
                      "genkiln-dev-training.template.json"]
+    # Without credentials the CLI still sets a default region (but no account): the
+    # templates stay environment-agnostic, with no literal region in them.
+    # (CDK's own region tables, in Mappings, are keyed by every region; they are looked
+    # up with the deploying region.)
+    for name in names:
+        template = json.loads((tmp_path / "cdk.out" / name).read_text())
+        text = json.dumps([template.get("Resources"), template.get("Outputs")])
+        assert not re.findall(r'"(?:us|eu|ap|sa|ca|me|af|il)-[a-z]+-\d"', text), name
+    manifest = json.loads((tmp_path / "cdk.out" / "manifest.json").read_text())
+    environments = {a["environment"] for a in manifest["artifacts"].values()
+                    if a["type"] == "aws:cloudformation:stack"}
+    assert environments == {"aws://unknown-account/unknown-region"}
     print(f"\nnpx cdk synth (3 stacks, no credentials): {seconds:.1f} s")

@@ -46,8 +46,10 @@ def pipeline_document(template: dict[str, Any]) -> dict[str, Any]:
     return json.loads(body)
 
 
-def test_sagemaker_assumes_both_roles_and_no_managed_policy(training_template: Any) -> None:
-    training_template.resource_count_is("AWS::IAM::Role", 2)
+def test_sagemaker_assumes_the_three_roles_and_no_managed_policy(
+        training_template: Any) -> None:
+    # training jobs, endpoints, the pipeline
+    training_template.resource_count_is("AWS::IAM::Role", 3)
     training_template.all_resources_properties("AWS::IAM::Role", {
         "AssumeRolePolicyDocument": {"Statement": [{
             "Action": "sts:AssumeRole", "Effect": "Allow",
@@ -97,7 +99,7 @@ def test_s3_access_is_scoped_to_prefixes(default: Assembly) -> None:
 def test_pipeline_role_passes_only_the_execution_role_only_to_sagemaker(
         training_template: Any) -> None:
     roles = training_template.find_resources("AWS::IAM::Role", {
-        "Properties": {"Description": Match.string_like_regexp("containers")}})
+        "Properties": {"Description": Match.string_like_regexp("training, evaluation")}})
     (execution,) = roles
     training_template.has_resource_properties("AWS::IAM::Policy", {
         "PolicyDocument": {"Statement": Match.array_with([{
@@ -117,7 +119,8 @@ def test_model_package_group_and_pipeline_exist(training_template: Any) -> None:
 
 def test_pipeline_in_the_template_trains_evaluates_and_registers(default: Assembly) -> None:
     document = pipeline_document(default.stacks[default.stack_name("training")])
-    assert [s["Name"] for s in document["Steps"]] == ["Train", "Evaluate", "ValLossCheck"]
+    assert [s["Name"] for s in document["Steps"]] == ["Train", "Evaluate",
+                                                       "RegistrationCheck"]
     train = document["Steps"][0]["Arguments"]
     assert train["EnableNetworkIsolation"] is True
     assert "VpcConfig" not in train
@@ -166,13 +169,35 @@ def test_image_asset_builds_the_root_dockerfile_without_local_clutter(
     assert manifest  # the assembly is complete
 
 
-def test_the_execution_role_writes_and_reads_feedback_records(default: Assembly) -> None:
-    """The endpoint writes generations and judgements; refinement jobs read them."""
-    actions_on_feedback: set[str] = set()
-    for statement in our_statements(default):
-        for resource in as_list(statement["Resource"]):
-            if isinstance(resource, dict) and resource.get("Fn::Join", [None, [""]])[1][-1] \
-                    == "/feedback/*":
-                actions_on_feedback |= set(as_list(statement["Action"]))
-    assert {"s3:PutObject", "s3:GetObject"} <= actions_on_feedback
-    assert "s3:DeleteObject" not in actions_on_feedback
+def prefix_actions(assembly: Assembly, role: str) -> dict[str, set[str]]:
+    """prefix -> the S3 object actions the role whose description names ``role`` has."""
+    template = assembly.stacks[assembly.stack_name("training")]
+    [role_id] = [k for k, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Role"
+                 and role in r["Properties"].get("Description", "")]
+    actions: dict[str, set[str]] = {}
+    for policy in template["Resources"].values():
+        if policy["Type"] != "AWS::IAM::Policy" or policy["Properties"]["Roles"] != [
+                {"Ref": role_id}]:
+            continue
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            for resource in as_list(statement["Resource"]):
+                if isinstance(resource, dict) and "Fn::Join" in resource:
+                    tail = resource["Fn::Join"][1][-1]
+                    if isinstance(tail, str) and tail.endswith("/*") and tail.count("/") == 2:
+                        actions.setdefault(tail, set()).update(as_list(statement["Action"]))
+    return actions
+
+
+def test_the_serving_role_reads_models_and_writes_records_only(default: Assembly) -> None:
+    serving = prefix_actions(default, "endpoints")
+    assert serving["/models/*"] == {"s3:GetObject", "s3:GetObjectVersion"}  # never writes
+    assert {"s3:PutObject", "s3:GetObject"} <= serving["/feedback/*"]
+    assert "/datasets/*" not in serving and "/checkpoints/*" not in serving
+    assert all("s3:DeleteObject" not in a for a in serving.values())
+
+
+def test_the_training_role_never_touches_what_endpoints_capture(default: Assembly) -> None:
+    training = prefix_actions(default, "training, evaluation")
+    assert "s3:PutObject" in training["/models/*"] and "/datasets/*" in training
+    assert training["/feedback/*"] == {"s3:GetObject", "s3:GetObjectVersion"}  # refinement
+    assert "/capture/*" not in training

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from inference.cli import main
-from infra.pipeline_definition import EVALUATION_FILE, EVALUATION_VALUE_PATH
+from infra.pipeline_definition import EVALUATION_FILE, REGISTRATION_PASSED, REGISTRATION_REASON
 from training.data.music import Note
 from training.evaluate import evaluate_artifact, generation_metrics, write_evaluation
 from training.report import line_chart, piano_roll
@@ -36,10 +36,15 @@ def test_text_evaluation_is_what_the_pipeline_condition_reads(tiny_artifact: Pat
                                                               text_dir: Path,
                                                               tmp_path: Path) -> None:
     evaluation = evaluate_artifact(tiny_artifact, data=text_dir, log=lambda _: None)
+    evaluation.register()  # the family's own criterion: val_loss<=5.0
     json_path, report_path = write_evaluation(evaluation, tmp_path)
     document = json.loads(json_path.read_text())
     assert json_path.name == EVALUATION_FILE
-    val_loss = json_get(document, EVALUATION_VALUE_PATH)
+    val_loss = document["metrics"]["val_loss"]["value"]
+    # An 8-step model is far from the criterion: the pipeline would not register it.
+    assert json_get(document, REGISTRATION_PASSED) is False
+    assert json_get(document, REGISTRATION_REASON) == \
+        f"val_loss = {val_loss:.6g}, misses val_loss<=5.0"
     # The same held-out windows the training run scored: the same value it logged.
     logged = json.loads((tiny_artifact / "genkiln.json").read_text())["metrics"]["val_loss"]
     assert val_loss == pytest.approx(logged, rel=1e-5)
@@ -52,6 +57,30 @@ def test_text_evaluation_is_what_the_pipeline_condition_reads(tiny_artifact: Pat
     html = report_path.read_text()
     assert 'data-name="train_loss"' in html and 'data-name="val_loss"' in html
     assert not re.search(r'(src|href)="(https?:)?//', html)  # self-contained
+
+
+def test_the_registration_criterion_may_be_any_measured_metric() -> None:
+    from training.evaluate import registration
+
+    metrics = {"val_fid": {"value": 12.0}, "val_probe_accuracy": {"value": 0.95}}
+    assert registration(metrics, "val_fid<=20")["passed"] is True
+    assert registration(metrics, "val_fid < 12")["passed"] is False
+    assert registration(metrics, "val_probe_accuracy>=0.9")["passed"] is True
+    missing = registration(metrics, "val_loss<=5")
+    assert missing["passed"] is False and "val_loss was not measured" in missing["reason"]
+    with pytest.raises(ValueError, match="METRIC<=NUMBER"):
+        registration(metrics, "val_loss is low")
+
+
+def test_musegan_evaluates_on_its_own_metrics(musegan_artifact: Path, chorale_dir: Path,
+                                              tmp_path: Path) -> None:
+    evaluation = evaluate_artifact(musegan_artifact, data=chorale_dir, log=lambda _: None)
+    assert {"val_metric_gap", "val_metric_gap_untrained", "val_pitch_classes_real"} <= set(
+        evaluation.metrics)
+    evaluation.register()
+    assert evaluation.registration is not None
+    assert evaluation.registration["criterion"] == "val_metric_gap<=0.2"
+    write_evaluation(evaluation, tmp_path)  # the report renders for music too
 
 
 def test_image_evaluation_reports_spread_baselines_and_samples(

@@ -21,6 +21,10 @@ class Family:
     description: str
     #: The objective and ranges of a SageMaker tuning job (`genkiln train --tune`).
     tuning: Tuning
+    #: What `genkiln evaluate` must measure for the pipeline to register the model, as
+    #: METRIC<=NUMBER or METRIC>=NUMBER: met after default training on the bundled data,
+    #: far from met untrained (the figures beside each).
+    register_if: str
     #: Defaults of the shared training settings (TrainConfig) that suit this family better
     #: than TrainConfig's own, as hyperparameter strings; anything the user sets wins.
     train_defaults: dict[str, str] = field(default_factory=dict)
@@ -62,6 +66,7 @@ FAMILIES: dict[str, Family] = {
                      "val_bits_per_char", "ngram_bits_per_char", "tokens_per_second",
                      "learning_rate"),
             description="GPT-style decoder language model with a byte-level BPE tokenizer",
+            register_if="val_loss<=5.0",  # 3.74 trained, 9.0 untrained
             tuning=Tuning("val_loss", "Minimize", {
                 "learning_rate": continuous(3e-4, 1e-2, "Logarithmic"),
                 "weight_decay": continuous(0.0, 0.2),
@@ -88,6 +93,7 @@ FAMILIES: dict[str, Family] = {
                      "tokens_per_second", "learning_rate"),
             description="LSTM/GRU sequence model: continues melodies (Bach chorales by "
                         "default) or text",
+            register_if="val_loss<=5.0",  # melodies 1.27, text about 4; untrained 5.5+
             tuning=Tuning("val_loss", "Minimize", {
                 "learning_rate": continuous(3e-4, 1e-2, "Logarithmic"),
                 "dropout": continuous(0.0, 0.3),
@@ -107,6 +113,7 @@ FAMILIES: dict[str, Family] = {
             metrics=("d_loss", "g_loss", "val_fid", "val_fid_floor", "val_fid_untrained",
                      "val_confidence", "images_per_second", "learning_rate"),
             description="class-conditional DCGAN with a spectrally normalised discriminator",
+            register_if="val_fid<=50",  # 10.3 trained, 314 untrained
             tuning=Tuning("val_fid", "Minimize", {
                 "learning_rate": continuous(1e-4, 1e-3, "Logarithmic"),
                 "label_smoothing": continuous(0.0, 0.2),
@@ -126,6 +133,7 @@ FAMILIES: dict[str, Family] = {
                      "val_fid_untrained", "val_confidence", "images_per_second",
                      "learning_rate"),
             description="convolutional variational autoencoder, optionally class-conditional",
+            register_if="val_fid<=50",  # 6.1 trained, 335 untrained
             tuning=Tuning("val_fid", "Minimize", {
                 "learning_rate": continuous(3e-4, 5e-3, "Logarithmic"),
                 "latent_dim": integer(4, 32),
@@ -145,6 +153,7 @@ FAMILIES: dict[str, Family] = {
                      "sklearn_rbm_probe_accuracy", "sklearn_rbm_pll", "images_per_second",
                      "learning_rate"),
             description="Bernoulli RBM trained by contrastive divergence (CD-k or persistent)",
+            register_if="val_probe_accuracy>=0.9",  # 0.964 trained
             tuning=Tuning("val_probe_accuracy", "Maximize", {
                 "learning_rate": continuous(0.005, 0.1, "Logarithmic"),
                 "n_hidden": categorical("64", "128", "256", "512"),
@@ -169,6 +178,7 @@ FAMILIES: dict[str, Family] = {
                      "val_auroc_noise", "val_auroc_untrained", "val_auroc_pca",
                      "images_per_second", "learning_rate"),
             description="convolutional autoencoder: latent codes and anomaly scores",
+            register_if="val_auroc>=0.8",  # 0.981 trained, 0.135 untrained
             tuning=Tuning("val_auroc", "Maximize", {
                 "learning_rate": continuous(3e-4, 5e-3, "Logarithmic"),
                 "latent_dim": integer(4, 32),
@@ -190,6 +200,7 @@ FAMILIES: dict[str, Family] = {
                      "learning_rate"),
             description="MuseGAN-style conditional GAN: a melody in, alto, tenor and bass "
                         "out (Bach chorales by default, or four-part MIDI)",
+            register_if="val_metric_gap<=0.2",  # 0.04 trained, 0.27 untrained
             tuning=Tuning("val_metric_gap", "Minimize", {
                 "learning_rate": continuous(2e-4, 3e-3, "Logarithmic"),
                 "gp_weight": continuous(1.0, 20.0),
