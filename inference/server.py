@@ -269,6 +269,8 @@ def create_app(model_dir: Path, *, device: str = "cpu",
             "metrics": manifest.get("metrics", {}),
             "feedback": {"enabled": store is not None},
             "playground": playground_hints(handler, manifest["modality"]),
+            # One request this model answers 200: a deployment's smoke test sends it.
+            "smoke_request": handler.smoke_request(),
             # text-generation-inference's /info fields, for its clients
             "model_id": state.model_id,
             "max_input_tokens": context - 1 if context else None,

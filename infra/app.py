@@ -15,8 +15,11 @@ from pathlib import Path
 from aws_cdk import App, Environment, RemovalPolicy, Stack, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
+from infra.constructs.promotion import role_name as promotion_role_name
 from infra.settings import KEYS, Settings, SettingsError
 from infra.stacks.data import DataStack
+from infra.stacks.deploy_target import DeployTargetStack
+from infra.stacks.promotion import PromotionStack, deploy_role_name, serving_role_name
 from infra.stacks.serving import ServingStack
 from infra.stacks.training import TrainingStack
 
@@ -56,6 +59,8 @@ def build(app: App) -> list[Stack]:
     env = Environment(account=account,
                       region=os.environ.get("CDK_DEFAULT_REGION") if account else None)
     prefix = f"{settings.project}-{settings.stage}"
+    elsewhere = settings.other_accounts()
+    shared = tuple(sorted(set(elsewhere.values())))
 
     data = DataStack(
         app, f"{prefix}-data", env=env, project=settings.project,
@@ -65,6 +70,7 @@ def build(app: App) -> list[Stack]:
         noncurrent_version_days=settings.noncurrent_version_days,
         access_log_days=settings.access_log_days,
         capture_days=settings.capture_days, feedback_days=settings.feedback_days,
+        share_models_with=shared,
     )
     training = TrainingStack(
         app, f"{prefix}-training", env=env, project=settings.project, name_prefix=prefix,
@@ -73,6 +79,7 @@ def build(app: App) -> list[Stack]:
         use_vpc=settings.use_vpc, training_instance_type=settings.training_instance_type,
         serving_instance_type=settings.instance_type, family=settings.family,
         register_if=settings.register_if, image_variants=settings.image_variants(),
+        share_models_with=shared,
     )
     stacks: list[Stack] = [data, training]
     if settings.serving:
@@ -82,6 +89,23 @@ def build(app: App) -> list[Stack]:
             storage=data.storage, key=data.key, training=training,
             scale_down_at_night=profile.scale_down_at_night,
         ))
+
+    if settings.promotion:
+        stacks.append(PromotionStack(
+            app, f"{prefix}-promotion", env=env, settings=settings,
+            description=f"{settings.project} ({settings.stage}): approval-driven promotion",
+            storage=data.storage, key=data.key, training=training))
+        for stage, account in elsewhere.items():
+            # Deployed with that account's credentials: the roles promotion uses there.
+            stacks.append(DeployTargetStack(
+                app, f"{prefix}-deploy-target-{stage}", env=Environment(account=account),
+                description=f"{settings.project}: {stage} endpoints deployed from account "
+                            f"{settings.account}",
+                project=settings.project, stage=stage, registry_account=settings.account,
+                model_package_group=training.registry.group_name,
+                promotion_role=promotion_role_name(prefix),
+                deploy_role_name=deploy_role_name(settings.project, stage),
+                serving_role_name=serving_role_name(settings.project, stage)))
 
     for stack in stacks:
         Tags.of(stack).add("project", settings.project)

@@ -23,6 +23,16 @@ def acknowledge(scope: IConstruct, *, rule: str, reason: str) -> None:
     Validations.of(scope).acknowledge(Acknowledgment(id=rule, reason=reason))
 
 
+def acknowledge_wildcards(scope: IConstruct, resources: list[str], *, reason: str) -> None:
+    """Accept the IAM5 finding of each wildcard resource in ``resources`` on `scope` (a
+    role), quoting each as cdk-nag prints it."""
+    stack = Stack.of(scope)
+    for resource in resources:
+        text = resource_text(stack, resource)
+        if "*" in text:
+            acknowledge(scope, rule=f"AwsSolutions-IAM5[Resource::{text}]", reason=reason)
+
+
 def resource_text(stack: Stack, value: str) -> str:
     """How cdk-nag names resource `value` in a finding ID such as `IAM5[Resource::...]`.
 

@@ -28,6 +28,7 @@ PIPELINE_NAME = "PipelineName"
 SUBNET_IDS = "SubnetIds"
 SECURITY_GROUP_ID = "SecurityGroupId"
 ENDPOINT_NAME = "EndpointName"
+PROMOTION_STATE_MACHINE = "PromotionStateMachineArn"
 
 
 class DeployOutputs(TypedDict):

@@ -64,6 +64,20 @@ Keys, defaults and meaning (also the `cdk.json` defaults):
   days captured requests and answers (the capture bucket's `capture/` prefix) are kept
 - `genkiln:feedbackDays` = `365`:
   days generation records and judgements (`feedback/`) are kept
+- `genkiln:promotion` = `false`:
+  add the promotion stack: approving a model package in the registry deploys it to a
+  staging endpoint, smoke-tests it, waits for a person's approval, then deploys it to prod
+- `genkiln:account` = `""`:
+  the account of this deployment (the registry's); needed when a stage below is another
+- `genkiln:stagingAccount` = `""`:
+  the account of the staging endpoint (empty: this one)
+- `genkiln:prodAccount` = `""`:
+  the account of the prod endpoint (empty: this one); another account gets a
+  deploy-target stack to deploy there, and access to the registry, models and key
+- `genkiln:approvalEmail` = `""`:
+  address the promotion's approval requests go to (empty: `alarmEmail`)
+- `genkiln:monitorHours` = `24`:
+  the window, and the schedule, of the endpoint monitor (0: no monitor)
 - `genkiln:feedbackCapture` = `false`:
   the endpoint records every generation and people's feedback under the capture
   bucket's `feedback/` prefix (KMS), where refinement jobs read them; the container then
@@ -123,12 +137,25 @@ class Settings:
     alarm_email: str = ""  # subscribed to the alarm topic when set
     capture_days: int = 90  # captured requests and answers expire after this
     feedback_days: int = 365  # generation records and judgements expire after this
+    promotion: bool = False  # approval in the registry deploys staging, then prod
+    account: str = ""  # this deployment's account, when other accounts are named
+    staging_account: str = ""  # staging endpoint's account ("": this one)
+    prod_account: str = ""  # prod endpoint's account ("": this one)
+    approval_email: str = ""  # promotion approval requests ("": alarm_email)
+    monitor_hours: int = 24  # endpoint monitor window and schedule (0: none)
     feedback_capture: bool = False  # the endpoint writes generations and feedback to S3
 
     @property
     def serving(self) -> bool:
         """The serving stack exists only once there is something to serve."""
         return bool(self.model_artifact or self.model_package_arn)
+
+    def other_accounts(self) -> dict[str, str]:
+        """Promotion stage -> its account, for the stages in an account not this one."""
+        if not self.promotion:
+            return {}
+        named = {"staging": self.staging_account, "prod": self.prod_account}
+        return {stage: a for stage, a in named.items() if a and a != self.account}
 
     def image_variants(self) -> tuple[str, ...]:
         """The images to build: `cpu` and/or `cuda`."""
@@ -166,6 +193,15 @@ class Settings:
                  "e.g. val_loss<=4.5, or be empty for the family's own criterion")
         _require(self.images in IMAGES, "images", f"must be one of {', '.join(IMAGES)}")
         _require(self.capture_days >= 1, "capture_days", "must be >= 1")
+        for name in ("account", "staging_account", "prod_account"):
+            value = getattr(self, name)
+            _require(not value or re.fullmatch(r"\d{12}", value) is not None, name,
+                     "must be a 12-digit AWS account id or empty")
+        _require(not (self.staging_account or self.prod_account) or bool(self.account),
+                 "account", "name this deployment's account when a stage is in another")
+        _require(not self.approval_email or "@" in self.approval_email, "approval_email",
+                 "must be an e-mail address or empty")
+        _require(0 <= self.monitor_hours <= 168, "monitor_hours", "must be 0 to 168")
         _require(self.feedback_days >= 1, "feedback_days", "must be >= 1")
         _require(not (self.model_artifact and self.model_package_arn), "model_artifact",
                  f"name either {KEYS['model_artifact']} or {KEYS['model_package_arn']}, not both")

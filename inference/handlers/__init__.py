@@ -10,6 +10,8 @@ A handler is built from a verified artifact and offers:
                thread count (inference.threads.fit_threads)
     request_models() -> the pydantic models of the request bodies it takes (for the
                         server's /openapi.json)
+    smoke_request() -> one small request it must answer 200, which /info names and a
+                       deployment's smoke test sends (the promotion workflow)
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class Handler(Protocol):
     def probe(self) -> None: ...
 
     def request_models(self) -> list[type[BaseModel]]: ...
+
+    def smoke_request(self) -> dict[str, Any]: ...
 
 
 def load_handler(artifact: Artifact, device: str = "cpu") -> Handler:

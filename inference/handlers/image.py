@@ -165,9 +165,9 @@ class ImageHandler:
         return torch.from_numpy(np.ascontiguousarray(chw))[None].to(self.device)
 
     # --- predict -----------------------------------------------------------------
-    def probe(self) -> None:
-        """One request of the default kind, through decode and predict: what the server
-        times to fit the intra-op thread count to this model."""
+    def smoke_request(self) -> dict[str, Any]:
+        """One request of the default kind (on blank images where it takes some): what
+        the server times at load and a deployment's smoke test sends."""
         kind = next(iter(self.kinds))
         payload: dict[str, Any] = {"kind": kind, "seed": 0}
         fields = self.kinds[kind].model_fields
@@ -177,7 +177,12 @@ class ImageHandler:
             payload["image"] = blank
         if "images" in fields:
             payload["images"] = [blank, blank]
-        self.predict_batch([self.decode(payload)])
+        return payload
+
+    def probe(self) -> None:
+        """The smoke request, through decode and predict: what the server times to fit
+        the intra-op thread count to this model."""
+        self.predict_batch([self.decode(self.smoke_request())])
 
     def predict(self, decoded: Decoded) -> Any:
         [result] = self.predict_batch([decoded])

@@ -124,6 +124,12 @@ class MuseGANHandler:
     def request_models(self) -> list[type[BaseModel]]:
         return [AccompanyRequest]
 
+    def smoke_request(self) -> dict[str, Any]:
+        """One bar of a rising melody, arranged: what a deployment's smoke test sends."""
+        return {"kind": "accompany", "bars": 1, "seed": 1, "melody": [
+            {"pitch": pitch, "start": float(i), "duration": 1.0}
+            for i, pitch in enumerate((67, 69, 71, 72))]}
+
     def wants_stream(self, request: Any) -> bool:
         return False
 

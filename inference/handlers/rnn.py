@@ -199,6 +199,11 @@ class MelodyHandler:
     def request_models(self) -> list[type[BaseModel]]:
         return [ContinueRequest, AccompanyRequest]
 
+    def smoke_request(self) -> dict[str, Any]:
+        """A short continuation of two notes: what a deployment's smoke test sends."""
+        return {"kind": "continue", "max_new_notes": 4, "seed": 1,
+                "primer": [{"pitch": 67, "duration": 1.0}, {"pitch": 69, "duration": 0.5}]}
+
     def wants_stream(self, request: Any) -> bool:
         return False
 

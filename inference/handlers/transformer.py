@@ -254,6 +254,11 @@ class TextGenerationHandler:
                                      temperature=0.0):
             pass
 
+    def smoke_request(self) -> dict[str, Any]:
+        """A few sampled tokens: what a deployment's smoke test sends."""
+        return {"inputs": "The", "parameters": {"max_new_tokens": 4, "do_sample": True,
+                                                "seed": 1}}
+
     def decode_loop(self, slots: int) -> ContinuousBatcher:
         """A continuous-batching decode loop over this handler's model with ``slots`` rows."""
         return ContinuousBatcher(slot_decoder(self.model, slots))

@@ -33,12 +33,13 @@ class TrainingStack(Stack):
                  name_prefix: str, storage: Storage, key: kms.IKey, project_root: Path,
                  use_vpc: bool, training_instance_type: str, serving_instance_type: str,
                  family: str, register_if: str, image_variants: tuple[str, ...],
-                 **kwargs: Any) -> None:
+                 share_models_with: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.images = {variant: ProjectImage(self, "Image" if variant == "cpu" else "CudaImage",
                                              project_root=project_root, variant=variant)
                        for variant in image_variants}
-        self.registry = ModelRegistry(self, "Registry", group_name=f"{name_prefix}-models")
+        self.registry = ModelRegistry(self, "Registry", group_name=f"{name_prefix}-models",
+                                      share_with=share_models_with)
         self.network = (JobNetwork(self, "Network", flow_log_bucket=storage.access_logs)
                         if use_vpc else None)
 

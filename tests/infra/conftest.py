@@ -56,6 +56,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "serverless": {"genkiln:modelArtifact": MODEL_ARTIFACT,
                    "genkiln:endpointKind": "serverless", "genkiln:useVpc": True,
                    "genkiln:serverlessMemoryMb": 2048},
+    # dev with approval-driven promotion to staging and prod endpoints in this account.
+    "promotion": {"genkiln:promotion": True, "genkiln:approvalEmail": "ml@example.com",
+                  "genkiln:instanceType": "ml.g5.xlarge"},
+    # promotion to a prod endpoint in another account, through its deploy-target stack.
+    "crossaccount": {"genkiln:promotion": True, "genkiln:account": "111111111111",
+                     "genkiln:prodAccount": "222222222222"},
     # staging on GPUs: training and serving on instance types with local NVMe storage.
     "gpu": {"genkiln:stage": "staging", "genkiln:trainingInstanceType": "ml.g5.2xlarge",
             "genkiln:instanceType": "ml.g5.xlarge", "genkiln:modelArtifact": MODEL_ARTIFACT,

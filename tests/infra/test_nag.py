@@ -23,6 +23,10 @@ EXPECTED = {
     ("ExecutionRole/Role", "AwsSolutions-IAM5"),
     ("ServingRole/Role", "AwsSolutions-IAM5"),
     ("PipelineRole/Role", "AwsSolutions-IAM5"),
+    ("Promotion/Role", "AwsSolutions-IAM5"),
+    # a deploy-target stack's roles, in another account
+    ("ServingRole", "AwsSolutions-IAM5"),
+    ("DeployRole", "AwsSolutions-IAM5"),
 }
 
 
@@ -62,10 +66,11 @@ def test_acknowledgments_are_few_known_and_explained(
         owner = construct.split("/", 2)[-1]
         assert (owner, family) in EXPECTED, (construct, finding)
         assert len(reason.split()) >= 10, (finding, reason)
-        # IAM5 wildcards may only end a prefix or be a resourceless API's "*".
+        # IAM5 wildcards may only end a prefix (a key prefix, or a name prefix such as
+        # `pipelines-` or `genkiln-prod-`) or be a resourceless API's "*".
         if family == "AwsSolutions-IAM5":
             resource = finding.removeprefix("AwsSolutions-IAM5[Resource::").removesuffix("]")
-            assert resource == "*" or re.search(r"/[a-z-]+/\*$|/pipelines-\*$|:\*$|/\*$",
+            assert resource == "*" or re.search(r"/[a-z-]+/\*$|/[a-z0-9-]+-\*$|:\*$|/\*$",
                                                 resource), finding
 
 

@@ -53,6 +53,21 @@ def _pipeline_steps(body: Any) -> list[Request]:
     return steps
 
 
+def state_machine_tasks(definition: Any) -> list[tuple[str, Request]]:
+    """(operation, parameters) of each AWS SDK task calling SageMaker in a state machine
+    (a `.$` parameter is chosen at run time, and checked as unknown)."""
+    parts = definition["Fn::Join"][1] if isinstance(definition, dict) else [definition]
+    text = "".join(p if isinstance(p, str) else "TOKEN" for p in parts)
+    found = []
+    for state in json.loads(text)["States"].values():
+        resource = state.get("Resource", "")
+        if resource.startswith("arn:aws:states:::aws-sdk:sagemaker:"):
+            action = resource.rsplit(":", 1)[1]
+            found.append((action[0].upper() + action[1:], {
+                k: v for k, v in state.get("Parameters", {}).items() if not k.endswith(".$")}))
+    return found
+
+
 def image_tags(assembly: Assembly) -> dict[str, str]:
     """Image variant -> the asset tag its URIs end with."""
     path = assembly.outdir / f"{assembly.stack_name('training')}.assets.json"
@@ -87,6 +102,8 @@ def template_requests(assembly: Assembly) -> list[tuple[str, Request]]:
             name = endpoint["EndpointName"]
             requests.append(("CreateEndpoint", {**endpoint, "_autoscaled": any(
                 name in resource_id for resource_id in scaled)}))
+        for machine in by_type.get("AWS::StepFunctions::StateMachine", {}).values():
+            requests += state_machine_tasks(machine["DefinitionString"])
         for pipeline in by_type.get("AWS::SageMaker::Pipeline", {}).values():
             for step in _pipeline_steps(pipeline["PipelineDefinition"]["PipelineDefinitionBody"]):
                 operation = {"Training": "CreateTrainingJob",
