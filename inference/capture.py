@@ -34,6 +34,7 @@ import base64
 import copy
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,6 +106,8 @@ class Pending:
     records: list[GenerationRecord] = field(default_factory=list)
     #: the seed of the recorded generation this request replays (reconcile)
     replay_seed: int | None = None
+    model: str | None = None  # the served model's id, written into the records
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def seed(self) -> int | None:
@@ -146,7 +149,9 @@ class Pending:
     def _keep(self, index: int, stamped: Mapping[str, Any], output: Mapping[str, Any]) -> None:
         self.records.append(GenerationRecord(
             generation_id=self.ids[index], family=self.family, kind=self.kind,
-            inputs=self.inputs[index], parameters=stamped["parameters"], output=dict(output)))
+            inputs=self.inputs[index], parameters=stamped["parameters"], output=dict(output),
+            model=self.model,
+            latency_ms=round((time.monotonic() - self.started) * 1000, 3)))
 
     def finish(self, result: Any, media_type: str | None = None) -> Any:
         """The answer with ids added; fills `records`. `media_type` marks a binary body."""

@@ -8,6 +8,7 @@
     genkiln playground [--url URL | --endpoint NAME]     # a web page to generate and judge
     genkiln evaluate [MODEL] [--data DIR] [--output DIR]            # SageMaker: `evaluate`
     genkiln evaluate --url URL|--endpoint NAME --family F            # a live endpoint
+    genkiln monitor [--capture DIR] [--feedback DIR] [--baseline F]  # SageMaker: `monitor`
     genkiln data inspect DIR
     genkiln demo                                                       # what `make run` runs
 
@@ -149,9 +150,47 @@ def _playground(args: argparse.Namespace) -> int:
 
 # --- evaluate ------------------------------------------------------------------------
 #: Where a SageMaker processing job (the pipeline's Evaluate step) puts inputs and outputs.
-PROCESSING_MODEL = Path("/opt/ml/processing/model")
-PROCESSING_DATA = Path("/opt/ml/processing/data")
-PROCESSING_OUTPUT = Path("/opt/ml/processing/evaluation")
+PROCESSING_ROOT = Path("/opt/ml/processing")
+PROCESSING_MODEL = PROCESSING_ROOT / "model"
+PROCESSING_DATA = PROCESSING_ROOT / "data"
+PROCESSING_OUTPUT = PROCESSING_ROOT / "evaluation"
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from training.monitor import monitor, publish, write
+
+    def given(path: Path | None, name: str) -> Path | None:
+        inside = PROCESSING_ROOT / name
+        return path or (inside if inside.exists() else None)
+
+    baseline_path = given(args.baseline, "baseline")
+    if baseline_path is not None and baseline_path.is_dir():
+        baseline_path = baseline_path / "evaluation.json"
+    try:
+        end = datetime.fromisoformat(args.until.replace("Z", "+00:00")) if args.until \
+            else datetime.now(UTC)
+        end = end if end.tzinfo else end.replace(tzinfo=UTC)
+        baseline = json.loads(baseline_path.read_text()) if baseline_path and \
+            baseline_path.is_file() else None
+        report = monitor(capture=given(args.capture, "capture"),
+                         feedback=given(args.feedback, "feedback"), end=end,
+                         hours=args.hours, endpoint=args.endpoint, baseline=baseline)
+    except (ValueError, OSError, KeyError) as exc:
+        print(f"genkiln monitor: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    output = args.output or (PROCESSING_ROOT / "monitor" if PROCESSING_ROOT.is_dir()
+                             else Path("monitor"))
+    path = write(report, output)
+    for name, value in report.figures.items():
+        print(f"{name}={value:.6g}")
+    print(f"alarms: {', '.join(report.alarms) or 'none'}; wrote {path}")
+    if args.publish:
+        import boto3
+
+        publish(report, boto3.client("cloudwatch"))
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -312,6 +351,22 @@ def build_parser() -> argparse.ArgumentParser:
                                "'val_loss<=4.5' (default: the family's own criterion); "
                                "evaluation.json says whether it does")
 
+    watch = sub.add_parser(
+        "monitor", help="health figures of what an endpoint served over a window "
+                        "(SageMaker: the monitor pipeline's processing job)")
+    watch.add_argument("--capture", type=Path, help="a data-capture folder (default in a "
+                       f"processing job: {PROCESSING_ROOT / 'capture'})")
+    watch.add_argument("--feedback", type=Path, help="a feedback store folder")
+    watch.add_argument("--baseline", type=Path, help="the model's evaluation.json, to "
+                       "measure drift from")
+    watch.add_argument("--hours", type=float, default=24.0, help="the window (default 24)")
+    watch.add_argument("--until", help="the window's end, ISO 8601 (default now)")
+    watch.add_argument("--endpoint", default="", help="the endpoint's name (the metrics' "
+                       "dimension)")
+    watch.add_argument("--output", type=Path, help="folder for monitor.json")
+    watch.add_argument("--publish", action="store_true",
+                       help="publish the figures as CloudWatch metrics (namespace genkiln)")
+
     data = sub.add_parser("data", help="check data before training")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     inspect = data_sub.add_parser("inspect", help="check a folder holds one type; summarise")
@@ -345,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         return _playground(args)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "monitor":
+        return _monitor(args)
     if args.command == "deploy":
         from inference.deploy import deploy
 

@@ -106,6 +106,7 @@ def prepare(handler: Handler, payload: Any, headers: Mapping[str, str], route: R
     if shape == Shape.FAMILY:
         pending = capture.begin(handler.family, payload, headers,
                                 default_kind=next(iter(getattr(handler, "kinds", {})), None))
+        pending.model = model_id
         pending.reconcile(store)
         if pending.replay_seed is not None:
             pending.payload["seed"] = pending.replay_seed
@@ -152,6 +153,7 @@ def prepare(handler: Handler, payload: Any, headers: Mapping[str, str], route: R
     pending = capture.begin_text(handler.family, request.prompts,
                                  request.params.model_dump(exclude_defaults=True), headers,
                                  kind=kind)
+    pending.model = model_id
     pending.reconcile(store)
     if pending.replay_seed is not None:
         request.seeds[0] = pending.replay_seed

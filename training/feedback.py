@@ -67,6 +67,8 @@ class GenerationRecord:
     parameters: Mapping[str, Any]  # every setting that produced it, the seed included
     output: Mapping[str, Any]  # {"text": ...}, {"png_base64": ...}, {"midi_base64": ...}
     created: str = field(default_factory=_now)
+    model: str | None = None  # the served model's id (GET /v1/models), for win rates
+    latency_ms: float | None = None  # request read to answer ready, on the server
 
     def __post_init__(self) -> None:
         check_id(self.generation_id, "generation_id")
@@ -133,11 +135,16 @@ def encode(record: GenerationRecord | FeedbackRecord) -> bytes:
     return json.dumps(asdict(record), sort_keys=True, separators=(",", ":")).encode()
 
 
+#: What differs between a request and its retry, and does not make it another record.
+_CIRCUMSTANTIAL = ("created", "latency_ms")
+
+
 def same_record(stored: bytes, new: bytes) -> bool:
-    """Equal apart from `created`: a retry of a request is the same record."""
+    """Equal apart from when and how fast: a retry of a request is the same record."""
     a, b = json.loads(stored), json.loads(new)
-    a.pop("created", None)
-    b.pop("created", None)
+    for key in _CIRCUMSTANTIAL:
+        a.pop(key, None)
+        b.pop(key, None)
     return bool(a == b)
 
 

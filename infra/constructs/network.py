@@ -49,6 +49,8 @@ class JobNetwork(Construct):
             "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
             "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
             "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+            # the endpoint monitor publishes its figures as CloudWatch metrics
+            "Monitoring": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING,
             "Sts": ec2.InterfaceVpcEndpointAwsService.STS,
         }.items():
             # open=False: only the jobs' group may connect, not the whole VPC range.

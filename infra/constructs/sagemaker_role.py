@@ -122,6 +122,11 @@ class SageMakerRole(Construct):
                 "SageMaker names a log group per job type under /aws/sagemaker/ and a "
                 "stream per job and instance, so names are only known at run time.")
 
+    def allow_metrics(self, *, namespace: str) -> None:
+        """Publish CloudWatch metrics under ``namespace`` (and nowhere else)."""
+        self._allow(actions=["cloudwatch:PutMetricData"], resources=["*"],
+                    conditions={"StringEquals": {"cloudwatch:namespace": namespace}})
+
     def allow_vpc_access(self, *, vpc_id: str, subnet_ids: list[str],
                          security_group_ids: list[str]) -> None:
         """Let SageMaker attach jobs and endpoints to the project's private subnets:

@@ -12,6 +12,7 @@ from infra import layout, outputs
 from infra.constructs.alarms import EndpointAlarms
 from infra.constructs.autoscaling import EndpointScaling
 from infra.constructs.endpoint import Capacity, ModelEndpoint, ModelSource
+from infra.constructs.monitor import EndpointMonitor
 from infra.constructs.storage import Storage
 from infra.settings import Settings
 from infra.stacks.training import TrainingStack
@@ -69,6 +70,25 @@ class ServingStack(Stack):
             latency_ms=settings.latency_alarm_ms, alarm_email=settings.alarm_email,
             instance_backed=kind == "realtime" or (kind == "async"
                                                    and settings.min_instances > 0))
+
+        self.monitor = None
+        if settings.monitor_hours:
+            self.monitor = EndpointMonitor(
+                self, "Monitor", name_prefix=name_prefix, endpoint_name=endpoint_name,
+                image_uri=training.image_for("cpu").image_uri,
+                role_arn=training.training_role.role_arn,
+                pipeline_role=training.pipeline_role,
+                # SageMaker captures under <destination>/<endpoint>/<variant>/y/m/d/h/.
+                capture_uri=None if kind == "serverless" else
+                f"s3://{storage.capture.bucket_name}/{layout.CAPTURE}{endpoint_name}/",
+                feedback_uri=(f"s3://{storage.capture.bucket_name}/{layout.FEEDBACK}"
+                              if settings.feedback_capture else None),
+                output_uri=f"{artifacts}{layout.EVALUATIONS}monitor/", key_arn=key.key_arn,
+                hours=settings.monitor_hours, topic=self.alarms.topic,
+                subnet_ids=network.subnet_ids if network else None,
+                security_group_ids=([network.security_group.security_group_id]
+                                    if network else None))
+            self.monitor.node.add_dependency(self.endpoint)
 
         CfnOutput(self, outputs.ENDPOINT_NAME, value=self.endpoint.endpoint.attr_endpoint_name)
 

@@ -52,6 +52,8 @@ class TrainingStack(Stack):
         training.allow_write(storage.artifacts, prefix=layout.CHECKPOINTS)
         training.allow_write(storage.artifacts, prefix=layout.EVALUATIONS)
         training.allow_read(storage.capture, prefix=layout.FEEDBACK)  # refinement's channel
+        training.allow_read(storage.capture, prefix=layout.CAPTURE)  # the endpoint monitor
+        training.allow_metrics(namespace="genkiln")  # the monitor's figures
         self.training_role = training.role
 
         serving = self._role("ServingRole", f"{project}: SageMaker endpoints", key)
@@ -72,6 +74,7 @@ class TrainingStack(Stack):
         pipeline_role.allow_experiments(pipeline_name=pipeline_name)
         pipeline_role.allow_read(storage.artifacts, prefix=layout.EVALUATIONS)
         pipeline_role.allow_key_use(key)
+        self.pipeline_role = pipeline_role.role  # the endpoint monitor's pipeline too
 
         self.pipeline = TrainingPipeline(
             self, "Pipeline", pipeline_name=pipeline_name,

@@ -62,7 +62,11 @@ def test_autoscaling_tracks_invocations_within_the_context_bounds(prod_serving: 
         "ScheduledActions": Match.absent(),  # production is never capped at night
         "RoleARN": {"Fn::Join": ["", Match.array_with([Match.string_like_regexp(
             "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint$")])]}})
-    prod_serving.resource_count_is("AWS::IAM::Role", 0)  # no role of the stack's own
+    # No role of the stack's own for scaling (the monitor's scheduler has one).
+    prod_serving.resource_count_is("AWS::IAM::Role", 1)
+    prod_serving.has_resource_properties("AWS::IAM::Role", {
+        "AssumeRolePolicyDocument": {"Statement": [Match.object_like({
+            "Principal": {"Service": "scheduler.amazonaws.com"}})]}})
     prod_serving.has_resource_properties("AWS::ApplicationAutoScaling::ScalingPolicy", {
         "PolicyType": "TargetTrackingScaling",
         "TargetTrackingScalingPolicyConfiguration": Match.object_like({
@@ -72,7 +76,7 @@ def test_autoscaling_tracks_invocations_within_the_context_bounds(prod_serving: 
 
 
 def test_alarms_watch_errors_latency_and_instances(prod_serving: Any) -> None:
-    prod_serving.resource_count_is("AWS::CloudWatch::Alarm", 3)
+    prod_serving.resource_count_is("AWS::CloudWatch::Alarm", 5)  # and the monitor's two
     for metric, namespace in (("Invocation5XXErrors", "AWS/SageMaker"),
                               ("ModelLatency", "AWS/SageMaker"),
                               ("CPUUtilization", "/aws/sagemaker/Endpoints")):
@@ -143,7 +147,7 @@ def test_serverless_endpoint_has_no_instances_to_scale(
         "EndpointName": "genkiln-dev-endpoint", "DeploymentConfig": Match.absent(),
         "RetainAllVariantProperties": Match.absent()})
     template.resource_count_is("AWS::ApplicationAutoScaling::ScalableTarget", 0)
-    template.resource_count_is("AWS::CloudWatch::Alarm", 2)
+    template.resource_count_is("AWS::CloudWatch::Alarm", 4)  # errors, latency; monitor's
 
 
 def test_an_async_endpoint_with_a_floor_of_zero_serves_at_night(
@@ -195,3 +199,24 @@ def test_feedback_capture_writes_to_the_feedback_prefix_with_the_project_key(
                 "s3://", {"Fn::ImportValue": Match.string_like_regexp("Capture")},
                 "/feedback/"])]},
             "GENKILN_FEEDBACK_KMS_KEY_ID": key}}})
+
+
+def test_a_monitor_runs_on_a_schedule_over_what_the_endpoint_captured(
+        prod_serving: Any, prod: Assembly) -> None:
+    prod_serving.has_resource_properties("AWS::Scheduler::Schedule", {
+        "ScheduleExpression": "rate(24 hours)",
+        "Target": Match.object_like({
+            "SageMakerPipelineParameters": {"PipelineParameterList": [
+                {"Name": "WindowHours", "Value": "24"}]}})})
+    template = prod.stacks[prod.stack_name("serving")]
+    [pipeline] = [r["Properties"] for r in template["Resources"].values()
+                  if r["Type"] == "AWS::SageMaker::Pipeline"]
+    assert pipeline["PipelineName"] == "genkiln-prod-monitor"
+    body = json.dumps(pipeline["PipelineDefinition"])
+    assert '\\"monitor\\"' in body and "--publish" in body
+    assert "/capture/genkiln-prod-endpoint-m5-large/" in body  # this endpoint's capture
+    for figure in ("quality_drift", "refusal_rate"):
+        prod_serving.has_resource_properties("AWS::CloudWatch::Alarm", {
+            "Namespace": "genkiln", "MetricName": figure,
+            "AlarmName": f"genkiln-prod-endpoint-m5-large-{figure}",
+            "AlarmActions": [{"Ref": Match.string_like_regexp("^AlarmsTopic")}]})

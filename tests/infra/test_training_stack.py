@@ -138,7 +138,7 @@ def test_vpc_is_private_with_endpoints_and_flow_logs(prod: Assembly) -> None:
     template.all_resources_properties("AWS::EC2::Subnet", {"MapPublicIpOnLaunch": False})
     template.resource_count_is("AWS::EC2::FlowLog", 1)
     endpoints = template.find_resources("AWS::EC2::VPCEndpoint")
-    assert len(endpoints) == 5  # S3 gateway + ECR API, ECR Docker, Logs, STS
+    assert len(endpoints) == 6  # S3 gateway + ECR API, ECR Docker, Logs, STS, CloudWatch
     # No security group admits traffic from outside the VPC.
     for group in template.find_resources("AWS::EC2::SecurityGroup").values():
         for rule in group["Properties"].get("SecurityGroupIngress", []):
@@ -196,8 +196,8 @@ def test_the_serving_role_reads_models_and_writes_records_only(default: Assembly
     assert all("s3:DeleteObject" not in a for a in serving.values())
 
 
-def test_the_training_role_never_touches_what_endpoints_capture(default: Assembly) -> None:
+def test_the_training_role_only_reads_what_endpoints_capture(default: Assembly) -> None:
     training = prefix_actions(default, "training, evaluation")
     assert "s3:PutObject" in training["/models/*"] and "/datasets/*" in training
     assert training["/feedback/*"] == {"s3:GetObject", "s3:GetObjectVersion"}  # refinement
-    assert "/capture/*" not in training
+    assert training["/capture/*"] == {"s3:GetObject", "s3:GetObjectVersion"}  # the monitor
