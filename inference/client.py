@@ -14,18 +14,31 @@ produced it); `feedback()` records a rating of one or a preference between two.
 Streams arrive as chunks that need not end on a line: `InvokeEndpointWithResponseStream`
 forwards the server's chunks as `PayloadPart` events of arbitrary size, so lines are
 reassembled here before they are parsed.
+
+A request over SageMaker's 6 MB real-time limit, or one the caller marks `long=True`, goes
+to the stage's asynchronous endpoint instead, with the same call: its body is uploaded
+under `async-requests/` of the capture bucket, `InvokeEndpointAsync` queues it, and the
+answer is polled from the output location SageMaker names (`EndpointClient.from_outputs`
+reads both endpoints and the bucket from `cdk-outputs.json`).
 """
 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 JSON = "application/json"
 JSON_LINES = "application/jsonlines"
+#: SageMaker real-time endpoints take request bodies up to this; a larger one goes async.
+REALTIME_LIMIT = 6 * 1024 * 1024
+#: Where async request bodies go in the capture bucket (infra/layout.py's ASYNC_REQUESTS).
+ASYNC_REQUESTS = "async-requests/"
 #: The header InvokeEndpoint's InferenceId becomes; the server takes it as the generation id.
 INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 
@@ -88,17 +101,42 @@ class EndpointClient:
         runtime_client: Any = None,
         region_name: str | None = None,
         timeout: float = 65.0,
+        async_endpoint_name: str | None = None,
+        async_bucket: str | None = None,
+        s3_client: Any = None,
+        poll_seconds: float = 5.0,
+        async_timeout: float = 3600.0,
     ) -> None:
         if (url is None) == (endpoint_name is None):
             raise ValueError("give exactly one of url= (a local server) or endpoint_name=")
         self.url = url.rstrip("/") if url else None
         self.endpoint_name = endpoint_name
         self.timeout = timeout
-        self._runtime = runtime_client
-        if endpoint_name is not None and runtime_client is None:
+        self.async_endpoint_name, self.async_bucket = async_endpoint_name, async_bucket
+        self.poll_seconds, self.async_timeout = poll_seconds, async_timeout
+        self._runtime, self._s3 = runtime_client, s3_client
+        if endpoint_name is not None:
             import boto3  # only the SageMaker path needs AWS credentials and boto3
 
-            self._runtime = boto3.client("sagemaker-runtime", region_name=region_name)
+            if runtime_client is None:
+                self._runtime = boto3.client("sagemaker-runtime", region_name=region_name)
+            if s3_client is None and async_endpoint_name:
+                self._s3 = boto3.client("s3", region_name=region_name)
+
+    @classmethod
+    def from_outputs(cls, path: str | Path = "cdk-outputs.json", *, stage: str = "dev",
+                     project: str = "genkiln", **options: Any) -> EndpointClient:
+        """The stage's endpoint (and its asynchronous one, when deployed) by
+        `cdk deploy --outputs-file`."""
+        from infra.outputs import load_outputs
+
+        outputs = load_outputs(path, project=project, stage=stage)
+        if "endpoint_name" not in outputs:
+            raise ValueError(f"{path} names no endpoint for stage {stage}: deploy a model "
+                             f"(-c genkiln:modelArtifact=... or genkiln:modelPackageArn=...)")
+        return cls(endpoint_name=outputs["endpoint_name"],
+                   async_endpoint_name=outputs.get("async_endpoint_name"),
+                   async_bucket=outputs["capture_bucket"], **options)
 
     # --- the request shapes ------------------------------------------------------
     @staticmethod
@@ -106,9 +144,12 @@ class EndpointClient:
                  stream: bool) -> dict[str, Any]:
         return {"inputs": inputs, "parameters": parameters, "stream": stream}
 
-    def generate(self, inputs: str | list[str], **parameters: Any) -> list[dict[str, Any]]:
-        """Generate without streaming: TGI's `[{"generated_text": ...}]`."""
-        result: list[dict[str, Any]] = self.invoke(self._payload(inputs, parameters, False))
+    def generate(self, inputs: str | list[str], *, long: bool = False,
+                 **parameters: Any) -> list[dict[str, Any]]:
+        """Generate without streaming: TGI's `[{"generated_text": ...}]`. ``long``: through
+        the asynchronous endpoint (as any request over 6 MB goes)."""
+        result: list[dict[str, Any]] = self.invoke(self._payload(inputs, parameters, False),
+                                                   long=long)
         return result
 
     def stream(self, inputs: str, **parameters: Any) -> Iterator[dict[str, Any]]:
@@ -156,9 +197,13 @@ class EndpointClient:
     def _id_argument(inference_id: str | None) -> dict[str, str]:
         return {} if inference_id is None else {"InferenceId": inference_id}
 
-    def invoke(self, payload: Any, *, inference_id: str | None = None) -> Any:
-        """One request, one JSON answer. `inference_id` becomes the generation's id."""
+    def invoke(self, payload: Any, *, inference_id: str | None = None,
+               long: bool = False) -> Any:
+        """One request, one JSON answer. `inference_id` becomes the generation's id. A
+        body over 6 MB, or ``long``, goes through the asynchronous endpoint."""
         body = json.dumps(payload).encode()
+        if self.endpoint_name is not None and (long or len(body) > REALTIME_LIMIT):
+            return self._invoke_async(body, inference_id)
         if self.url is not None:
             response = httpx.post(f"{self.url}/invocations", content=body, timeout=self.timeout,
                                   headers={"Content-Type": JSON, "Accept": JSON,
@@ -173,6 +218,46 @@ class EndpointClient:
         except Exception as exc:  # botocore's ModelError carries the container's answer
             raise _aws_error(exc) from exc
         return json.loads(answer["Body"].read())
+
+    def _invoke_async(self, body: bytes, inference_id: str | None) -> Any:
+        """Upload the body, queue it on the asynchronous endpoint, poll for the answer."""
+        if not self.async_endpoint_name or not self.async_bucket:
+            raise EndpointError(
+                f"the request is {len(body):,} bytes, over SageMaker's 6 MB real-time limit "
+                f"(or marked long), and no asynchronous endpoint is named: deploy one with "
+                f"`-c genkiln:asyncEndpoint=true`, or pass async_endpoint_name= and "
+                f"async_bucket=")
+        key = f"{ASYNC_REQUESTS}{uuid.uuid4().hex}.json"
+        self._s3.put_object(Bucket=self.async_bucket, Key=key, Body=body, ContentType=JSON)
+        try:
+            queued = self._runtime.invoke_endpoint_async(
+                EndpointName=self.async_endpoint_name, ContentType=JSON, Accept=JSON,
+                InputLocation=f"s3://{self.async_bucket}/{key}",
+                **self._id_argument(inference_id))
+        except Exception as exc:
+            raise _aws_error(exc) from exc
+        output, failure = queued["OutputLocation"], queued.get("FailureLocation")
+        deadline = time.monotonic() + self.async_timeout
+        while True:
+            for location, failed in ((output, False), (failure, True)):
+                data = self._read_s3(location) if location else None
+                if data is not None and failed:
+                    raise _http_error(424, data)
+                if data is not None:
+                    return json.loads(data)
+            if time.monotonic() > deadline:
+                raise EndpointError(f"no answer within {self.async_timeout:g} s; it may still "
+                                    f"arrive at {output}")
+            time.sleep(self.poll_seconds)
+
+    def _read_s3(self, uri: str) -> bytes | None:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        try:
+            answer = self._s3.get_object(Bucket=bucket, Key=key)
+        except self._s3.exceptions.NoSuchKey:
+            return None
+        data: bytes = answer["Body"].read()
+        return data
 
     def invoke_stream(self, payload: Any, *, inference_id: str | None = None
                       ) -> Iterator[dict[str, Any]]:

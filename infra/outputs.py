@@ -28,6 +28,7 @@ PIPELINE_NAME = "PipelineName"
 SUBNET_IDS = "SubnetIds"
 SECURITY_GROUP_ID = "SecurityGroupId"
 ENDPOINT_NAME = "EndpointName"
+ASYNC_ENDPOINT_NAME = "AsyncEndpointName"
 PROMOTION_STATE_MACHINE = "PromotionStateMachineArn"
 
 
@@ -48,6 +49,7 @@ class DeployOutputs(TypedDict):
     subnet_ids: NotRequired[list[str]]  # only with genkiln:useVpc
     security_group_id: NotRequired[str]  # only with genkiln:useVpc
     endpoint_name: NotRequired[str]  # only with a serving stack
+    async_endpoint_name: NotRequired[str]  # with genkiln:asyncEndpoint
 
 
 # Outputs every deployment has (the data and training stacks).
@@ -109,4 +111,6 @@ def load_outputs(path: str | Path, *, project: str = "genkiln", stage: str = "de
         outputs["security_group_id"] = merged[SECURITY_GROUP_ID]
     if ENDPOINT_NAME in merged:
         outputs["endpoint_name"] = merged[ENDPOINT_NAME]
+    if ASYNC_ENDPOINT_NAME in merged:
+        outputs["async_endpoint_name"] = merged[ASYNC_ENDPOINT_NAME]
     return outputs

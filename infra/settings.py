@@ -39,6 +39,9 @@ Keys, defaults and meaning (also the `cdk.json` defaults):
   a registered model package to serve instead of an artifact
 - `genkiln:endpointKind` = `realtime`:
   `realtime`, `serverless` or `async`
+- `genkiln:asyncEndpoint` = `false`:
+  beside a real-time endpoint, an asynchronous one serving the same model, for requests
+  over 6 MB or marked long (`EndpointClient` routes them there)
 - `genkiln:instanceType` = `ml.m5.large`:
   endpoint instance type (real-time and asynchronous)
 - `genkiln:minInstances` = `1`:
@@ -125,6 +128,7 @@ class Settings:
     model_artifact: str = ""  # s3://bucket/key/model.tar.gz to serve
     model_package_arn: str = ""  # or a registered model package to serve
     endpoint_kind: str = "realtime"  # realtime | serverless | async
+    async_endpoint: bool = False  # a second, asynchronous endpoint beside a real-time one
     instance_type: str = "ml.m5.large"  # endpoint instances (real-time, asynchronous)
     min_instances: int = 1  # autoscaling floor
     max_instances: int = 2  # autoscaling ceiling
@@ -213,6 +217,9 @@ class Settings:
                  "must be the ARN of a model package version")
         _require(self.endpoint_kind in ENDPOINT_KINDS, "endpoint_kind",
                  f"must be one of {', '.join(ENDPOINT_KINDS)}")
+        _require(not self.async_endpoint or self.endpoint_kind == "realtime", "async_endpoint",
+                 "adds an asynchronous endpoint beside a real-time one: set "
+                 "genkiln:endpointKind to realtime (or async, for one endpoint)")
         # Real-time instance endpoints cannot scale to zero; asynchronous ones can, and
         # serverless ones have no instances to count.
         floor = 1 if self.endpoint_kind == "realtime" else 0

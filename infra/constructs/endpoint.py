@@ -12,6 +12,8 @@ from constructs import Construct
 from infra.instances import volume_key
 
 VARIANT = "AllTraffic"
+#: SageMaker asynchronous endpoints take request bodies up to 1 GB.
+ASYNC_MAX_REQUEST_BYTES = 1024**3
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class ModelEndpoint(Construct):
                            "GENKILN_FEEDBACK_KMS_KEY_ID": key.key_arn}
         else:
             environment = {"GENKILN_FEEDBACK": "off"}
+        if capacity.kind == "async":
+            # An asynchronous request lives in S3 and may be up to 1 GB, not 6 MB.
+            environment["GENKILN_MAX_REQUEST_BYTES"] = str(ASYNC_MAX_REQUEST_BYTES)
         if source.model_package_arn:
             container = sagemaker.CfnModel.ContainerDefinitionProperty(
                 model_package_name=source.model_package_arn, environment=environment)

@@ -26,44 +26,21 @@ class ServingStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         kind = settings.endpoint_kind
         network = training.network
+        self._settings, self._storage, self._key, self._training = settings, storage, key, \
+            training
         artifacts = f"s3://{storage.artifacts.bucket_name}/"
         endpoint_name, suffix = self.endpoint_name(name_prefix, settings)
-        # Serverless endpoints run on CPUs only.
-        image = training.image_for("cpu" if kind == "serverless" else settings.instance_type)
-        self.endpoint = ModelEndpoint(
-            self, f"Endpoint{suffix}", endpoint_name=endpoint_name,
-            role=training.serving_role, key=key,
-            source=ModelSource(image_uri=image.image_uri,
-                               model_artifact=settings.model_artifact,
-                               model_package_arn=settings.model_package_arn),
-            capacity=Capacity(kind=kind, instance_type=settings.instance_type,
-                              initial_instances=max(1, settings.min_instances),
-                              serverless_memory_mb=settings.serverless_memory_mb,
-                              serverless_max_concurrency=settings.serverless_max_concurrency,
-                              startup_health_check_seconds=settings.startup_health_check_seconds),
-            capture_uri=f"s3://{storage.capture.bucket_name}/{layout.CAPTURE}",
-            capture_percent=settings.data_capture_percent,
-            async_output_uri=f"{artifacts}{layout.ASYNC_RESULTS}responses",
-            async_failure_uri=f"{artifacts}{layout.ASYNC_RESULTS}failures",
-            subnet_ids=network.subnet_ids if network else None,
-            security_group_ids=([network.security_group.security_group_id]
-                                if network else None),
-            feedback_uri=(f"s3://{storage.capture.bucket_name}/{layout.FEEDBACK}"
-                          if settings.feedback_capture else None),
-            rollback_alarms=[EndpointAlarms.name(endpoint_name, "ServerErrors")],
-        )
-        # Serverless endpoints scale themselves (up to their concurrency limit).
-        self.scaling = None
-        if kind != "serverless":
-            self.scaling = EndpointScaling(
-                self, f"Scaling{suffix}",
-                endpoint_name=self.endpoint.endpoint_name,
-                variant_name=self.endpoint.variant_name, asynchronous=kind == "async",
-                min_instances=settings.min_instances, max_instances=settings.max_instances,
-                target_per_instance=settings.target_invocations_per_instance,
+        self.endpoint, self.scaling = self._endpoint(
+            kind, endpoint_name, suffix, floor=settings.min_instances,
+            scale_down_at_night=scale_down_at_night)
+        # Requests over 6 MB (or marked long) go to an asynchronous twin of the endpoint.
+        self.async_endpoint = None
+        if settings.async_endpoint:
+            async_name = endpoint_name.replace("-endpoint-", "-endpoint-async-", 1)
+            # It may rest at zero instances until a request waits.
+            self.async_endpoint, _ = self._endpoint(
+                "async", async_name, f"Async{suffix}", floor=0,
                 scale_down_at_night=scale_down_at_night)
-            # The scalable target names the endpoint, which must exist first.
-            self.scaling.node.add_dependency(self.endpoint.endpoint)
         self.alarms = EndpointAlarms(
             self, "Alarms", endpoint_name=self.endpoint.endpoint_name,
             variant_name=self.endpoint.variant_name, key=key,
@@ -91,6 +68,55 @@ class ServingStack(Stack):
             self.monitor.node.add_dependency(self.endpoint)
 
         CfnOutput(self, outputs.ENDPOINT_NAME, value=self.endpoint.endpoint.attr_endpoint_name)
+        asynchronous = self.async_endpoint or (self.endpoint if kind == "async" else None)
+        if asynchronous is not None:
+            CfnOutput(self, outputs.ASYNC_ENDPOINT_NAME,
+                      value=asynchronous.endpoint.attr_endpoint_name)
+
+    def _endpoint(self, kind: str, endpoint_name: str, suffix: str, *, floor: int,
+                  scale_down_at_night: bool) -> tuple[ModelEndpoint, EndpointScaling | None]:
+        """One endpoint of the model, of ``kind``, and its scaling (none serverless)."""
+        settings, storage, key, training = (self._settings, self._storage, self._key,
+                                            self._training)
+        network = training.network
+        artifacts = f"s3://{storage.artifacts.bucket_name}/"
+        # Serverless endpoints run on CPUs only.
+        image = training.image_for("cpu" if kind == "serverless" else settings.instance_type)
+        endpoint = ModelEndpoint(
+            self, f"Endpoint{suffix}", endpoint_name=endpoint_name,
+            role=training.serving_role, key=key,
+            source=ModelSource(image_uri=image.image_uri,
+                               model_artifact=settings.model_artifact,
+                               model_package_arn=settings.model_package_arn),
+            capacity=Capacity(kind=kind, instance_type=settings.instance_type,
+                              initial_instances=max(1, settings.min_instances),
+                              serverless_memory_mb=settings.serverless_memory_mb,
+                              serverless_max_concurrency=settings.serverless_max_concurrency,
+                              startup_health_check_seconds=settings.startup_health_check_seconds),
+            capture_uri=f"s3://{storage.capture.bucket_name}/{layout.CAPTURE}",
+            capture_percent=settings.data_capture_percent,
+            async_output_uri=f"{artifacts}{layout.ASYNC_RESULTS}{endpoint_name}/responses",
+            async_failure_uri=f"{artifacts}{layout.ASYNC_RESULTS}{endpoint_name}/failures",
+            subnet_ids=network.subnet_ids if network else None,
+            security_group_ids=([network.security_group.security_group_id]
+                                if network else None),
+            feedback_uri=(f"s3://{storage.capture.bucket_name}/{layout.FEEDBACK}"
+                          if settings.feedback_capture else None),
+            rollback_alarms=[EndpointAlarms.name(endpoint_name, "ServerErrors")],
+        )
+        # Serverless endpoints scale themselves (up to their concurrency limit).
+        scaling = None
+        if kind != "serverless":
+            scaling = EndpointScaling(
+                self, f"Scaling{suffix}", endpoint_name=endpoint.endpoint_name,
+                variant_name=endpoint.variant_name, asynchronous=kind == "async",
+                min_instances=floor,
+                max_instances=settings.max_instances,
+                target_per_instance=settings.target_invocations_per_instance,
+                scale_down_at_night=scale_down_at_night)
+            # The scalable target names the endpoint, which must exist first.
+            scaling.node.add_dependency(endpoint.endpoint)
+        return endpoint, scaling
 
     @staticmethod
     def endpoint_name(name_prefix: str, settings: Settings) -> tuple[str, str]:

@@ -15,6 +15,10 @@ forwards, the way the SageMaker documentation says it does:
                                                         `PayloadPart` events in the AWS
                                                         event-stream encoding (a failure
                                                         mid-stream as `ModelStreamError`)
+    POST /endpoints/{name}/async-invocations            InvokeEndpointAsync (202): the body
+                                                        read from InputLocation in S3, the
+                                                        answer written under `async_output`
+                                                        (or, failing, its failures folder)
 
 The runtime forwards the container's chunks as it reads them; the server writes one
 event per chunk, so a part never starts inside one event and ends inside the next. The
@@ -99,11 +103,13 @@ class Runtime:
     """The stand-in's app and its random cuts (one generator per request, seeded)."""
 
     def __init__(self, model_url: str, *, seed: int = 0, split_parts: bool = True,
-                 max_part: int = 24) -> None:
+                 max_part: int = 24, async_output: str | None = None) -> None:
         self.model_url = model_url.rstrip("/")
         self.seed, self.max_part, self.split_parts = seed, max_part, split_parts
+        self.async_output = async_output  # s3://bucket/prefix of asynchronous answers
         self.requests = 0
         self.app = Starlette(routes=[
+            Route("/endpoints/{name}/async-invocations", self.invoke_async, methods=["POST"]),
             Route("/endpoints/{name}/invocations", self.invoke, methods=["POST"]),
             Route("/endpoints/{name}/invocations-response-stream", self.invoke_stream,
                   methods=["POST"]),
@@ -125,6 +131,40 @@ class Runtime:
                 headers[name] = answer.headers[name]
         return Response(answer.content, media_type=answer.headers.get("content-type"),
                         headers=headers)
+
+    async def invoke_async(self, request: Request) -> Response:
+        """Queue, run and answer at once (SageMaker would run it later): the client only
+        learns the locations, and polls them."""
+        import asyncio
+
+        import boto3
+
+        assert self.async_output, "the stand-in was started without async_output"
+        s3 = boto3.client("s3", region_name="us-east-1")
+        source = request.headers["x-amzn-sagemaker-inputlocation"]
+        bucket, _, key = source.removeprefix("s3://").partition("/")
+        body = await asyncio.to_thread(lambda: s3.get_object(Bucket=bucket, Key=key)[
+            "Body"].read())
+        headers = {"content-type": request.headers.get("x-amzn-sagemaker-content-type",
+                                                       "application/json"),
+                   "accept": request.headers.get("x-amzn-sagemaker-accept", "application/json")}
+        if "x-amzn-sagemaker-inference-id" in request.headers:
+            headers["x-amzn-sagemaker-inference-id"] = request.headers[
+                "x-amzn-sagemaker-inference-id"]
+        async with httpx.AsyncClient(timeout=70) as client:
+            answer = await client.post(f"{self.model_url}/invocations", content=body,
+                                       headers=headers)
+        out_bucket, _, prefix = self.async_output.removeprefix("s3://").partition("/")
+        name = f"{random.Random().getrandbits(64):016x}"
+        output = f"{prefix.rstrip('/')}/responses/{name}.out"
+        failure = f"{prefix.rstrip('/')}/failures/{name}-error.out"
+        written = output if answer.status_code < 400 else failure
+        await asyncio.to_thread(lambda: s3.put_object(Bucket=out_bucket, Key=written,
+                                                      Body=answer.content))
+        return Response(json.dumps({"InferenceId": name}), status_code=202,
+                        media_type="application/json", headers={
+                            "x-amzn-sagemaker-outputlocation": f"s3://{out_bucket}/{output}",
+                            "x-amzn-sagemaker-failurelocation": f"s3://{out_bucket}/{failure}"})
 
     async def invoke_stream(self, request: Request) -> Response:
         body = await request.body()
@@ -181,10 +221,11 @@ class Runtime:
 
 
 @contextmanager
-def runtime_for(model_url: str, *, seed: int = 0, split_parts: bool = True) -> Iterator[str]:
+def runtime_for(model_url: str, *, seed: int = 0, split_parts: bool = True,
+                async_output: str | None = None) -> Iterator[str]:
     """Serve the stand-in on a free port in this process; its URL (boto3's endpoint_url)."""
     port = free_port()
-    app = Runtime(model_url, seed=seed, split_parts=split_parts).app
+    app = Runtime(model_url, seed=seed, split_parts=split_parts, async_output=async_output).app
     server = uvicorn.Server(uvicorn.Config(app,
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -49,9 +49,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # dev, asynchronous endpoint on a registered package, allowed to scale to zero.
     "async": {"genkiln:modelPackageArn": MODEL_PACKAGE, "genkiln:endpointKind": "async",
               "genkiln:minInstances": 0, "genkiln:maxInstances": 3},
-    # dev, real-time endpoint (night-time cap applies), recording feedback to S3.
+    # dev, real-time endpoint (night-time cap applies), recording feedback to S3, with an
+    # asynchronous twin for large requests.
     "realtime": {"genkiln:modelArtifact": MODEL_ARTIFACT, "genkiln:minInstances": 1,
-                 "genkiln:maxInstances": 4, "genkiln:feedbackCapture": True},
+                 "genkiln:maxInstances": 4, "genkiln:feedbackCapture": True,
+                 "genkiln:asyncEndpoint": True},
     # dev, serverless endpoint, in the VPC (which serverless endpoints cannot join).
     "serverless": {"genkiln:modelArtifact": MODEL_ARTIFACT,
                    "genkiln:endpointKind": "serverless", "genkiln:useVpc": True,

@@ -115,7 +115,8 @@ def test_async_endpoint_queues_in_s3_and_scales_from_zero(
     template.has_resource_properties("AWS::SageMaker::EndpointConfig", {
         "AsyncInferenceConfig": {"OutputConfig": Match.object_like({
             "KmsKeyId": Match.any_value(),
-            "S3OutputPath": {"Fn::Join": ["", Match.array_with(["/async/responses"])]}})},
+            "S3OutputPath": {"Fn::Join": ["", Match.array_with([
+                "/async/genkiln-dev-endpoint-m5-large/responses"])]}})},
         "DataCaptureConfig": Match.object_like({"EnableCapture": True}),
     })
     template.has_resource_properties("AWS::ApplicationAutoScaling::ScalableTarget", {
@@ -220,3 +221,17 @@ def test_a_monitor_runs_on_a_schedule_over_what_the_endpoint_captured(
             "Namespace": "genkiln", "MetricName": figure,
             "AlarmName": f"genkiln-prod-endpoint-m5-large-{figure}",
             "AlarmActions": [{"Ref": Match.string_like_regexp("^AlarmsTopic")}]})
+
+
+def test_large_requests_have_an_asynchronous_twin(assemblies: dict[str, Assembly]) -> None:
+    template = assemblies["realtime"].template("serving")
+    template.has_resource_properties("AWS::SageMaker::Endpoint", {
+        "EndpointName": "genkiln-dev-endpoint-async-m5-large"})
+    template.has_resource_properties("AWS::SageMaker::Model", {
+        "PrimaryContainer": Match.object_like({"Environment": Match.object_like({
+            "GENKILN_MAX_REQUEST_BYTES": str(1024**3)})})})  # S3 holds up to 1 GB
+    template.has_resource_properties("AWS::ApplicationAutoScaling::ScalableTarget", {
+        "ResourceId": "endpoint/genkiln-dev-endpoint-async-m5-large/variant/AllTraffic",
+        "MinCapacity": 0})
+    template.has_output("AsyncEndpointName", {"Value": {"Fn::GetAtt": [
+        Match.string_like_regexp("^EndpointAsyncM5Large"), "EndpointName"]}})
