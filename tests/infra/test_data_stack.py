@@ -79,3 +79,12 @@ def test_prod_resources_survive_the_stack(prod: Assembly) -> None:
         for resource in template.find_resources(kind).values():
             assert resource["DeletionPolicy"] == "Retain"
     template.has_resource_properties("AWS::KMS::Key", {"PendingWindowInDays": 30})
+
+
+def test_what_endpoints_capture_expires(data_template: Any) -> None:
+    data_template.has_resource_properties("AWS::S3::Bucket", {
+        "LifecycleConfiguration": {"Rules": Match.array_with([
+            Match.object_like({"Prefix": "capture/", "ExpirationInDays": 90,
+                               "Status": "Enabled"}),
+            Match.object_like({"Prefix": "feedback/", "ExpirationInDays": 365}),
+            Match.object_like({"Prefix": "async-requests/", "ExpirationInDays": 7})])}})

@@ -212,7 +212,12 @@ def test_every_launch_and_deploy_request_keeps_sagemakers_rules(
     assert not found, "\n".join(f"{op}: {why}" for op, why in found)
     if command == "deploy":
         model = next(r for op, r in requests if op == "CreateModel")
+        config = next(r for op, r in requests if op == "CreateEndpointConfig")
         assert model["ExecutionRoleArn"] == SERVING_ROLE  # endpoints run as the serving role
+        if "--serverless" not in flags:  # which supports neither
+            assert model["EnableNetworkIsolation"] is True
+            assert config["DataCaptureConfig"]["DestinationS3Uri"] == f"s3://{CAPTURE}/capture/"
+            assert config["DataCaptureConfig"]["KmsKeyId"] == KMS
 
 
 # --- each rule fires on what AWS refuses -------------------------------------------------

@@ -235,3 +235,18 @@ def test_large_requests_have_an_asynchronous_twin(assemblies: dict[str, Assembly
         "MinCapacity": 0})
     template.has_output("AsyncEndpointName", {"Value": {"Fn::GetAtt": [
         Match.string_like_regexp("^EndpointAsyncM5Large"), "EndpointName"]}})
+
+
+def test_a_new_instance_type_is_a_new_endpoint() -> None:
+    """SageMaker refuses to change the instance type of an autoscaled variant in place: the
+    endpoint's name and constructs change with it, so CloudFormation replaces it."""
+    from infra.settings import Settings
+    from infra.stacks.serving import ServingStack
+
+    small = ServingStack.endpoint_name("genkiln-dev", Settings(instance_type="ml.m5.large"))
+    gpu = ServingStack.endpoint_name("genkiln-dev", Settings(instance_type="ml.g5.xlarge"))
+    assert small == ("genkiln-dev-endpoint-m5-large", "M5Large")
+    assert gpu == ("genkiln-dev-endpoint-g5-xlarge", "G5Xlarge")
+    serverless = ServingStack.endpoint_name(
+        "genkiln-dev", Settings(endpoint_kind="serverless", min_instances=0))
+    assert serverless == ("genkiln-dev-endpoint", "")  # nothing autoscaled to protect

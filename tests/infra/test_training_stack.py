@@ -13,10 +13,10 @@ from .conftest import INSTALL_HINT, Assembly
 Match = pytest.importorskip("aws_cdk.assertions", reason=INSTALL_HINT).Match
 
 # APIs that IAM only authorises on "*"; any other action on "*" is a defect.
+# Only these take no resource ARN; EC2's network-interface writes do (and are scoped to
+# the project's VPC, subnets and security group).
 RESOURCELESS_ACTIONS = {
     "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData",
-    "ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
-    "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
     "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
     "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
 }
@@ -201,3 +201,29 @@ def test_the_training_role_only_reads_what_endpoints_capture(default: Assembly) 
     assert "s3:PutObject" in training["/models/*"] and "/datasets/*" in training
     assert training["/feedback/*"] == {"s3:GetObject", "s3:GetObjectVersion"}  # refinement
     assert training["/capture/*"] == {"s3:GetObject", "s3:GetObjectVersion"}  # the monitor
+
+
+def test_network_interfaces_are_created_only_in_the_projects_vpc(prod: Assembly) -> None:
+    writes = [s for s in our_statements(prod)
+              if "ec2:DeleteNetworkInterface" in as_list(s["Action"])]
+    assert writes
+    for statement in writes:
+        assert "*" not in as_list(statement["Resource"])
+        assert set(statement["Condition"]["ArnEquals"]) == {"ec2:Vpc"}
+
+
+def test_sagemaker_may_make_grants_on_the_key_for_aws_resources_only(
+        default: Assembly) -> None:
+    grants = [s for s in our_statements(default) if s["Action"] == "kms:CreateGrant"]
+    assert len(grants) >= 3  # the training, serving and pipeline roles
+    assert all(s["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+               for s in grants)
+
+
+def test_the_pipeline_role_records_its_experiment(training_template: Any) -> None:
+    training_template.has_resource_properties("AWS::IAM::Policy", {
+        "PolicyDocument": {"Statement": Match.array_with([Match.object_like({
+            "Action": Match.array_with(["sagemaker:AssociateTrialComponent",
+                                        "sagemaker:CreateExperiment",
+                                        "sagemaker:CreateTrial",
+                                        "sagemaker:CreateTrialComponent"])})])}})
