@@ -62,9 +62,12 @@ RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.tom
 # compiling extensions), torch's C++ test binaries and protobuf compiler (about 130 MB;
 # torch/bin keeps torch_shm_manager, which DataLoader workers use), the test suites of
 # numpy, scipy and scikit-learn (about 50 MB), music21's corpus but for the Bach chorales
-# genkiln trains on (about 60 MB; bring other music as MIDI files), and pip.
+# genkiln trains on (about 60 MB; bring other music as MIDI files), pip, and the control
+# plane's `genkiln` command (its package is not in the build context: the image runs
+# `python -m training` and `python -m inference`).
 COPY . .
 RUN pip install --no-deps . \
+    && rm /opt/venv/bin/genkiln \
     && site=/opt/venv/lib/python3.11/site-packages \
     && rm -rf "$site/torch/include" "$site/torch/test" \
     && find "$site/torch/bin" -type f \( -name '*Test' -o -name 'test_*' -o -name 'protoc*' \) -delete \
@@ -74,13 +77,13 @@ RUN pip install --no-deps . \
     && find "$site/music21/corpus" -mindepth 1 -maxdepth 1 -type d \
          ! -name bach ! -name _metadataCache ! -name __pycache__ -exec rm -rf {} + \
     && pip uninstall --yes --quiet pip \
-    && python3 -c 'import torch, inference.cli, training.entry; print("torch", torch.__version__)' \
+    && python3 -c 'import torch, inference.server, training.command; print("torch", torch.__version__)' \
     && python3 -c 'from music21 import corpus; assert len(corpus.getComposer("bach")) > 400'
 
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
 
-# accept-bind-to-port: SageMaker may pass SAGEMAKER_BIND_TO_PORT, which `genkiln serve` honours.
+# accept-bind-to-port: SageMaker may pass SAGEMAKER_BIND_TO_PORT, which the server honours.
 LABEL org.opencontainers.image.title="genkiln" \
       org.opencontainers.image.description="genkiln: train and serve generative models on SageMaker" \
       com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
@@ -101,8 +104,8 @@ ENV OMP_DYNAMIC=FALSE \
 WORKDIR /opt/ml
 EXPOSE 8080
 
-# Exec form and no init: the entry point `exec`s genkiln (or another program it is given),
-# so that genkiln is PID 1 and receives SageMaker's SIGTERM itself (spot interruption,
+# Exec form and no init: the entry point `exec`s the runtime (or another program it is
+# given), so that the runtime is PID 1 and receives SageMaker's SIGTERM itself (spot interruption,
 # stopped job, endpoint scale-in). See .ci/image/entrypoint.sh.
 ENTRYPOINT ["/usr/local/bin/genkiln-entrypoint"]
 # The SDK's local-mode trainer passes no command, and SageMaker passes `train` or `serve`.

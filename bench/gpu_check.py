@@ -36,7 +36,7 @@ RESULTS = Path(__file__).parent / "results"
 def train(settings: dict[str, str], root: Path) -> dict[str, object]:
     (root / "input/config").mkdir(parents=True)
     (root / "input/config/hyperparameters.json").write_text(json.dumps(settings))
-    done = subprocess.run([sys.executable, "-m", "inference.cli", "train", "--opt-ml",
+    done = subprocess.run([sys.executable, "-m", "genkiln", "train", "--opt-ml",
                            str(root)], capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"training failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")

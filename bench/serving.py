@@ -101,7 +101,7 @@ class Server:
         self.log = log.open("wb")
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "inference.cli", "serve", str(artifact), "--host",
+            [sys.executable, "-m", "genkiln", "serve", str(artifact), "--host",
              "127.0.0.1", "--port", str(self.port)],
             env={**os.environ, "GENKILN_LOG_LEVEL": "WARNING", **env},
             stdout=self.log, stderr=subprocess.STDOUT)

@@ -53,10 +53,10 @@ from inference import capture, invocation
 from inference.errors import ClientError
 from inference.feedback_store import FeedbackStore, store_from_environment
 from inference.handlers import Binary, Handler, load_handler
+from inference.hints import playground_hints
 from inference.intake import parse_body
 from inference.invocation import Framing, Prepared, Route
 from inference.openai_api import ChatRequest, CompletionRequest, model_list
-from inference.playground.hints import playground_hints
 from inference.scheduler import Scheduler
 from inference.schema import (
     MAX_BEST_OF,

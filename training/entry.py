@@ -133,7 +133,7 @@ def train(opt_ml: OptMl, overrides: Mapping[str, str], stop: threading.Event, *,
     """Run one training job (or one worker of it) on ``opt_ml``; return the model dir.
 
     A job with a `model` and a `feedback` channel refines the model in `model` from the
-    judgements in `feedback` (see `training.refine`) instead of training a new one.
+    judgements in `feedback` (see `training.refinement`) instead of training a new one.
     """
     channels = _refinement_channels(opt_ml)
     if channels is not None:
@@ -192,9 +192,8 @@ def refine(opt_ml: OptMl, values: Mapping[str, str], stop: threading.Event, *,
     Refinement runs in one process: its batches of judgements are small.
     """
     from training.rebuild import rebuild
-    from training.refine import (
-        REFINE_DEFAULTS,
-        RefineConfig,
+    from training.refinement.config import REFINE_DEFAULTS, RefineConfig
+    from training.refinement.job import (
         find_artifact,
         parent_lineage,
         read_feedback_channel,

@@ -78,7 +78,7 @@ def _bars_of(melody: list[StepNote]) -> int:
 
 class MuseGANHandler:
     family = "musegan"
-    #: How the playground asks (see inference/playground/hints.py): a melody uploaded as
+    #: How the playground asks (see inference/hints.py): a melody uploaded as
     #: MIDI, the four-track arrangement played back.
     playground: ClassVar[dict[str, Any]] = {
         "input": "midi", "input_field": "melody_midi", "stream": False, "output": "midi",

@@ -144,7 +144,7 @@ def placed(notes: list[Note], start: float, end: float) -> list[QuarterNote]:
 
 class MelodyHandler:
     family = "rnn"
-    #: How the playground asks (see inference/playground/hints.py): a melody uploaded as
+    #: How the playground asks (see inference/hints.py): a melody uploaded as
     #: MIDI, played back with the model's answer on a second track.
     playground: ClassVar[dict[str, Any]] = {
         "input": "midi", "input_field": "melody_midi", "stream": False, "output": "midi",

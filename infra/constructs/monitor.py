@@ -1,7 +1,7 @@
 """The endpoint monitor: a scheduled processing job over what the endpoint served.
 
     EventBridge Scheduler, every `hours` -> the `<prefix>-monitor` SageMaker Pipeline
-        -> one processing job: the image's `monitor` verb (training/monitor.py) reads the
+        -> one processing job: the image's `monitor` verb (training/evaluation/monitor.py) reads the
            window's data capture and feedback records, writes monitor.json, and publishes
            the health figures as CloudWatch metrics (namespace genkiln)
         -> alarms on quality drift and the refusal rate, to the endpoint's alarm topic
@@ -24,7 +24,7 @@ from constructs import Construct
 from infra.instances import volume_key
 
 INSTANCE_TYPE = "ml.m5.large"
-#: figure -> (alarm threshold, what it means); mirrors training.monitor.ALARMS
+#: figure -> (alarm threshold, what it means); mirrors training.evaluation.monitor.ALARMS
 ALARMS = {"quality_drift": (0.25, "answers drifted from the model's evaluation"),
           "refusal_rate": (0.2, "a fifth of the requests were refused with a 4xx")}
 

@@ -172,11 +172,26 @@ def wait_until_ready(url: str, started: float) -> float:
     raise AssertionError(f"/ping gave no 200 within {READY_WITHIN_S} s")
 
 
-def test_genkiln_is_pid_1(server: Server) -> None:
-    # No shell or init in front: SIGTERM reaches genkiln itself.
+def test_the_server_is_pid_1(server: Server) -> None:
+    # No shell or init in front: SIGTERM reaches the server itself.
     cmdline = docker("exec", server.container, "cat", "/proc/1/cmdline").stdout.split("\0")
-    assert "serve" in cmdline
-    assert any(part.endswith("genkiln") for part in cmdline[:2]), cmdline
+    assert cmdline[0].startswith("python3"), cmdline
+    assert cmdline[1:4] == ["-m", "inference", "serve"], cmdline
+
+
+def test_the_image_refuses_an_unknown_verb_in_one_line() -> None:
+    result = docker("run", "--rm", IMAGE, "trian", check=False)
+    assert result.returncode == 2
+    assert "'trian' is neither a verb (train, serve, evaluate, monitor) nor a program" \
+        in result.stderr, result.stderr
+
+
+def test_the_image_holds_the_runtimes_not_the_control_plane() -> None:
+    probe = ("import importlib.util as u, shutil; "
+             "print([m for m in ('training', 'inference', 'genkiln', 'infra') if u.find_spec(m)],"
+             " shutil.which('genkiln'))")
+    shown = docker("run", "--rm", IMAGE, "python3", "-c", probe).stdout.strip()
+    assert shown == "['training', 'inference'] None", shown
 
 
 def test_ping_answers_within_two_seconds_once_ready(server: Server) -> None:

@@ -15,7 +15,7 @@ from typing import IO, Any, NamedTuple
 
 import httpx
 
-GENKILN = [sys.executable, "-m", "inference.cli"]
+GENKILN = [sys.executable, "-m", "genkiln"]
 READY_WITHIN = 60.0  # seconds from start to the first /ping 200
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from inference.client import ASYNC_REQUESTS, EndpointClient, EndpointError
+from genkiln.client import ASYNC_REQUESTS, EndpointClient, EndpointError
 from infra import layout
 from tests.e2e.sagemaker_runtime import runtime_client, runtime_for
 from tests.e2e.servers import serving

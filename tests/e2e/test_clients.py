@@ -148,7 +148,7 @@ def test_openai_errors_say_what_to_change(url: str) -> None:
 
 # --- through the SageMaker runtime ---------------------------------------------------------
 def test_boto3_stream_reassembles_lines_split_across_parts(url: str, runtime: str) -> None:
-    from inference.client import EndpointClient
+    from genkiln.client import EndpointClient
 
     client = EndpointClient(endpoint_name=ENDPOINT, runtime_client=runtime_client(runtime))
     direct = EndpointClient(url=url)

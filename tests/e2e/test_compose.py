@@ -137,7 +137,7 @@ def test_the_rnn_takes_a_midi_melody_and_answers_midi_or_a_piano_roll(
 
 
 def test_the_playground_offers_the_rnn_the_same_way(melody_server: Served) -> None:
-    from inference.playground.app import build_payload
+    from genkiln.playground.app import build_payload
 
     hints = httpx.get(f"{melody_server.url}/info", timeout=10).json()["playground"]
     assert (hints["input"], hints["input_field"], hints["output"]) == \

@@ -19,7 +19,7 @@ from training.contract import OptMl
 from training.entry import EXIT_BAD_INPUT, run_training
 from training.local import emulate_opt_ml
 
-GENKILN = [sys.executable, "-m", "inference.cli"]
+GENKILN = [sys.executable, "-m", "genkiln"]
 #: Enough steps that a SIGTERM sent at step 4 lands before the run ends on a fast machine.
 STEPS = 40
 #: Largest difference allowed between the 1- and 2-process train_loss at any logged step.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from inference.client import EndpointClient
+from genkiln.client import EndpointClient
 from tests.e2e.servers import GENKILN, free_port
 from training.feedback import GENERATIONS, read_feedback
 

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from inference.cli import main
-from inference.client import EndpointClient
+from genkiln import sagemaker_sdk
+from genkiln.cli import main
+from genkiln.client import EndpointClient
 from tests.conftest import TINY
 from tests.docker_env import (
     IMAGE,
@@ -33,7 +34,6 @@ from tests.docker_env import (
     require_docker,
     require_sagemaker_sdk,
 )
-from training import sagemaker_sdk
 
 ENDPOINT = "genkiln-e2e"
 PROMPT = "Beautiful is"
@@ -100,7 +100,7 @@ def deployment(trained: Trained) -> Iterator[Deployment]:
     # default, which something else on the machine may hold.
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "inference.cli", "deploy", str(trained.tarball),
+        [sys.executable, "-m", "genkiln", "deploy", str(trained.tarball),
          "--mode", "container", "--image", IMAGE, "--endpoint-name", ENDPOINT,
          "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

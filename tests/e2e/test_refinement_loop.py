@@ -22,8 +22,9 @@ import torch
 from inference.handlers import load_handler
 from tests.conftest import ZEN
 from training.artifact import artifact_sha256, load_artifact
+from training.data.png import decode_png
 from training.entry import run_training
-from training.evaluate import decode_png, evaluate_artifact, write_evaluation
+from training.evaluation.evaluate import evaluate_artifact, write_evaluation
 from training.feedback import FeedbackRecord, GenerationRecord, LocalFeedbackStore
 from training.local import emulate_opt_ml
 

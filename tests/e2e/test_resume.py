@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import TINY
 
-GENKILN = [sys.executable, "-m", "inference.cli"]
+GENKILN = [sys.executable, "-m", "genkiln"]
 STEPS = "40"
 
 

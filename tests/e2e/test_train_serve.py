@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.client import EndpointClient, EndpointError
+from genkiln.client import EndpointClient, EndpointError
 from tests.conftest import TINY
 from tests.e2e.servers import GENKILN, Served, serving
 

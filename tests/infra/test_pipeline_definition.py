@@ -69,8 +69,8 @@ def test_the_condition_reads_the_file_the_evaluate_step_writes() -> None:
     model_input, data_input = evaluate["Arguments"]["ProcessingInputs"]
     assert model_input["S3Input"]["S3Uri"] == {
         "Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
-    # Where `genkiln evaluate` looks in a processing job, and the data training saw.
-    from inference.cli import PROCESSING_DATA, PROCESSING_MODEL, PROCESSING_OUTPUT
+    # Where the image's `evaluate` looks in a processing job, and the data training saw.
+    from training.command import PROCESSING_DATA, PROCESSING_MODEL, PROCESSING_OUTPUT
 
     assert model_input["S3Input"]["LocalPath"] == str(PROCESSING_MODEL)
     assert data_input["S3Input"]["LocalPath"] == str(PROCESSING_DATA)
@@ -118,7 +118,7 @@ def test_metric_regexes_read_the_training_log() -> None:
 
 
 def test_every_family_is_judged_by_a_metric_it_reports() -> None:
-    from training.evaluate import registration
+    from training.evaluation.results import registration
     from training.models import FAMILIES
 
     for family in FAMILIES.values():

@@ -193,7 +193,7 @@ def test_every_launch_and_deploy_request_keeps_sagemakers_rules(
         launch: str, aws: Any, corpus: Path, artifact: Path, outputs_file: Path) -> None:
     import boto3
 
-    from inference.cli import main
+    from genkiln.cli import main
     from tests.docker_env import require_sagemaker_sdk
 
     require_sagemaker_sdk()

@@ -11,7 +11,7 @@ import requests
 from fastapi.testclient import TestClient
 from moto import mock_aws
 
-from inference.client import EndpointClient, EndpointError, LineBuffer, parse_events
+from genkiln.client import EndpointClient, EndpointError, LineBuffer, parse_events
 from inference.server import create_app
 from tests.unit.test_server import wait_ready
 
@@ -123,7 +123,7 @@ def test_http_errors_carry_the_servers_message(tiny_artifact: Path,
         def post(url: str, **kwargs: Any) -> Any:
             return c.post("/invocations", content=kwargs["content"], headers=kwargs["headers"])
 
-        monkeypatch.setattr("inference.client.httpx.post", post)
+        monkeypatch.setattr("genkiln.client.httpx.post", post)
         client = EndpointClient(url="http://testserver")
         with pytest.raises(EndpointError) as info:
             client.generate("x", max_new_tokens=10_000)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.cli import main
+from genkiln.cli import main
 from training.data.errors import DataError
 from training.data.folder import scan_folder
 from training.data.inspect import summarize

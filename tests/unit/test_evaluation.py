@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from inference.cli import main
+from genkiln.cli import main
 from infra.pipeline_definition import EVALUATION_FILE, REGISTRATION_PASSED, REGISTRATION_REASON
 from training.data.music import Note
-from training.evaluate import evaluate_artifact, generation_metrics, write_evaluation
-from training.report import line_chart, piano_roll
+from training.evaluation.evaluate import evaluate_artifact, generation_metrics, write_evaluation
+from training.evaluation.report import line_chart, piano_roll
 
 
 def json_get(document: Any, path: str) -> Any:
@@ -60,7 +60,7 @@ def test_text_evaluation_is_what_the_pipeline_condition_reads(tiny_artifact: Pat
 
 
 def test_the_registration_criterion_may_be_any_measured_metric() -> None:
-    from training.evaluate import registration
+    from training.evaluation.results import registration
 
     metrics = {"val_fid": {"value": 12.0}, "val_probe_accuracy": {"value": 0.95}}
     assert registration(metrics, "val_fid<=20")["passed"] is True
@@ -136,7 +136,7 @@ class _TextEndpoint:
 
 
 def test_an_endpoint_is_scored_on_its_generations_and_says_so(tmp_path: Path) -> None:
-    from training.evaluate import evaluate_endpoint
+    from training.evaluation.evaluate import evaluate_endpoint
 
     evaluation = evaluate_endpoint(_TextEndpoint(), family="transformer", measured="fake",
                                    prompts=["A", "B"])

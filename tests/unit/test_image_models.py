@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.evaluate_images import frechet_distance
+from training.evaluation.images import frechet_distance
 from training.hyperparameters import HyperparameterError
 from training.models.autoencoder import Autoencoder, AutoencoderConfig
 from training.models.convnets import ImageSpec

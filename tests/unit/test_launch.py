@@ -20,10 +20,10 @@ import botocore.client
 import moto
 import pytest
 
-from inference import deploy as deployer
-from inference.cli import build_parser, main
+from genkiln import deploy as deployer
+from genkiln import launch, sagemaker_sdk
+from genkiln.cli import build_parser, main
 from tests.docker_env import require_sagemaker_sdk
-from training import launch, sagemaker_sdk
 from training.models import get_family
 
 pytestmark = pytest.mark.unit

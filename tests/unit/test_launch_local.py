@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from inference import deploy as deployer
-from training import launch
+from genkiln import deploy as deployer
+from genkiln import launch
 
 
 @pytest.fixture

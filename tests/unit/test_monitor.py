@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from inference.cli import main
+from genkiln.cli import main
+from training.evaluation.monitor import monitor, read_capture
 from training.feedback import FeedbackRecord, GenerationRecord, LocalFeedbackStore
-from training.monitor import monitor, read_capture
 
 END = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -57,7 +57,7 @@ BROKEN = ["the the the the the the"] * 4  # what a model gone wrong answers
 
 
 def baseline_of(texts: list[str]) -> dict[str, Any]:
-    from training.evaluate import generation_metrics
+    from training.evaluation.evaluate import generation_metrics
 
     return {"metrics": {k: {"value": v} for k, v in generation_metrics(texts).items()}}
 

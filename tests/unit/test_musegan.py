@@ -33,7 +33,7 @@ from training.data.pianoroll import (
     steps_to_quarters,
 )
 from training.entry import EXIT_BAD_INPUT, run_training
-from training.evaluate_music import metric_gap, music_metrics
+from training.evaluation.music import metric_gap, music_metrics
 from training.hyperparameters import build
 from training.local import emulate_opt_ml
 from training.models import get_family
@@ -323,7 +323,7 @@ def test_long_melodies_can_be_cut_to_bars(client: TestClient) -> None:
 
 def test_the_playground_is_told_to_upload_a_melody_and_play_four_tracks(
         client: TestClient) -> None:
-    from inference.playground.app import build_payload
+    from genkiln.playground.app import build_payload
 
     hints = client.get("/info").json()["playground"]
     assert hints["input"] == "midi" and hints["output"] == "midi"

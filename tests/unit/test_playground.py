@@ -16,8 +16,8 @@ import pytest
 from botocore.exceptions import ClientError as BotoClientError
 from fastapi.testclient import TestClient
 
-from inference.client import EndpointClient
-from inference.playground.app import build_payload, create_playground
+from genkiln.client import EndpointClient
+from genkiln.playground.app import build_payload, create_playground
 from inference.server import create_app
 from tests.unit.test_server import wait_ready
 from training.feedback import LocalFeedbackStore, read_feedback

@@ -16,7 +16,7 @@ from training.artifact import artifact_sha256, load_artifact
 from training.entry import run_training
 from training.feedback import FeedbackRecord, GenerationRecord, LocalFeedbackStore
 from training.local import emulate_opt_ml
-from training.refine import dpo_loss
+from training.refinement.sequences import dpo_loss
 
 STEPS = {"max_steps": "2", "log_interval": "1", "warmup_steps": "1"}
 

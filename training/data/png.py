@@ -36,3 +36,9 @@ def grid(images: np.ndarray, *, columns: int | None = None, pad: int = 1) -> np.
         top, left = pad + r * (h + pad), pad + col * (w + pad)
         out[:, top:top + h, left:left + w] = image
     return out
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """A PNG as a (C, H, W) float32 array in [0, 1]."""
+    array = np.asarray(Image.open(io.BytesIO(data)), dtype=np.float32) / 255.0
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)[:3]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training.hyperparameters import HyperparameterError
-from training.tuning import Tuning, categorical, continuous, integer
+from training.models.tuning import Tuning, categorical, continuous, integer
 
 
 @dataclass(frozen=True)

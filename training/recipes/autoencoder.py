@@ -10,7 +10,7 @@ import torch
 
 from training import checkpoint
 from training.artifact import Artifact
-from training.evaluate_images import auroc, corrupt
+from training.evaluation.images import auroc, corrupt
 from training.loop import optimizer_step
 from training.models.autoencoder import Autoencoder, AutoencoderConfig
 from training.models.convnets import ImageSpec

@@ -24,7 +24,7 @@ from training.data.errors import DataError
 from training.data.folder import scan_folder
 from training.data.images import ImageSet, bundled_digits, load_image_folder, split
 from training.data.png import encode_png, grid
-from training.evaluate_images import FeatureSpace, frechet_distance
+from training.evaluation.images import FeatureSpace, frechet_distance
 from training.loop import format_metrics
 from training.models.convnets import ImageSpec
 

@@ -45,7 +45,7 @@ from training.data.pianoroll import (
     steps_to_quarters,
 )
 from training.data.png import encode_png, grid
-from training.evaluate_music import METRICS, metric_gap, music_metrics
+from training.evaluation.music import METRICS, metric_gap, music_metrics
 from training.loop import format_metrics, optimizer_step
 from training.models.musegan import MuseGAN, MuseGANConfig
 

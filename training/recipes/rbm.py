@@ -17,7 +17,7 @@ from torch import nn
 
 from training import checkpoint
 from training.artifact import Artifact
-from training.evaluate_images import probe_accuracy
+from training.evaluation.images import probe_accuracy
 from training.loop import optimizer_step
 from training.models.convnets import ImageSpec
 from training.models.rbm import RBM, RBMConfig, pseudo_log_likelihood

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genkiln import sagemaker_sdk
 from infra import layout
 from infra.instances import is_gpu, volume_key, volume_size
-from training import sagemaker_sdk
 
 log = logging.getLogger(__name__)
 
@@ -512,7 +512,7 @@ def tune_on_sagemaker(launch: TrainingLaunch, targets: AwsTargets, *, session: A
     Its training jobs are those `train_on_sagemaker` would start (image, role, channels,
     outputs, spot and checkpoints), with the launch's hyperparameters held static.
     """
-    from training import tuning
+    from genkiln import tuning
     from training.models import get_family
 
     if not launch.instance_type or launch.instance_type.startswith("local"):

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genkiln import launch, sagemaker_sdk
 from infra import layout
 from infra.instances import volume_key
-from training import launch, sagemaker_sdk
 
 log = logging.getLogger(__name__)
 

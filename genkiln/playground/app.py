@@ -25,8 +25,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from genkiln.client import EndpointClient, EndpointError
 from inference.capture import output_of
-from inference.client import EndpointClient, EndpointError
 
 log = logging.getLogger("genkiln.playground")
 STATIC = Path(__file__).parent / "static"

@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from training.evaluate import generation_metrics
+from training.evaluation.evaluate import generation_metrics
 from training.feedback import read_feedback
 
 MONITOR_FILE = "monitor.json"
@@ -114,7 +114,7 @@ def _texts(answer: Any) -> list[str]:
 
 def _ink(answer: Any) -> list[float]:
     """Mean pixel value of each PNG an image family answered with."""
-    from training.evaluate import decode_png
+    from training.data.png import decode_png
 
     images = answer.get("images") if isinstance(answer, dict) else None
     return [float(decode_png(base64.b64decode(png)).mean()) for png in images or []

@@ -11,10 +11,9 @@ import base64
 import html
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from training.evaluate import Evaluation
+from training.evaluation.results import BASELINES, LOWER_IS_BETTER, Evaluation
 
 W, H, PAD = 560, 240, 40
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -120,8 +119,6 @@ def _loss_curves(history: list[dict[str, float]]) -> str:
 
 
 def render_report(evaluation: Evaluation) -> str:
-    from training.evaluate import BASELINES, LOWER_IS_BETTER
-
     metrics = evaluation.metrics
     rows = []
     for name, entry in metrics.items():

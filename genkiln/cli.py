@@ -1,18 +1,20 @@
 """`genkiln`: the one command line, on a laptop and as a container's entry point.
 
-    genkiln train [--data DIR] [--model-dir DIR] [--key value ...]   # SageMaker: `train`
-    genkiln serve [MODEL_DIR]                                          # SageMaker: `serve`
+    genkiln train [--data DIR] [--model-dir DIR] [--key value ...]   # in this process
     genkiln train --mode container|sagemaker ...    # SageMaker local mode / a training job
+    genkiln serve [MODEL_DIR]
     genkiln deploy [ARTIFACT] --mode container|sagemaker             # an endpoint
     genkiln invoke "prompt" [--url URL | --endpoint NAME] [--stream]
     genkiln playground [--url URL | --endpoint NAME]     # a web page to generate and judge
-    genkiln evaluate [MODEL] [--data DIR] [--output DIR]            # SageMaker: `evaluate`
+    genkiln evaluate [MODEL] [--data DIR] [--output DIR]
     genkiln evaluate --url URL|--endpoint NAME --family F            # a live endpoint
-    genkiln monitor [--capture DIR] [--feedback DIR] [--baseline F]  # SageMaker: `monitor`
+    genkiln monitor [--capture DIR] [--feedback DIR] [--baseline F]
     genkiln data inspect DIR
     genkiln demo                                                       # what `make run` runs
 
-It lives in `inference/` because it is the one module allowed to reach both halves.
+The control plane: it drives the two runtimes (`training`, `inference`) and AWS. Inside
+the image SageMaker runs the runtimes' own command lines (`python -m training train`,
+`python -m inference serve`), whose arguments `serve`, `evaluate` and `monitor` share.
 """
 
 from __future__ import annotations
@@ -20,22 +22,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from inference.deploy import add_deploy_arguments
-from training import environment as env
-from training.contract import DEFAULT_ROOT, OptMl
+from genkiln.deploy import add_deploy_arguments
+from genkiln.launch import add_training_launch_arguments, data_source
+from inference.command import add_serve_arguments
+from training import command as job
+from training.contract import OptMl
 from training.hyperparameters import HyperparameterError, parse_cli_overrides
-from training.launch import add_training_launch_arguments, data_source
 
 DEFAULT_LOCAL_MODEL_DIR = Path("artifacts/model")
-
-
-def _in_sagemaker_container() -> bool:
-    return (OptMl.from_environment().config_dir).is_dir()
 
 
 # --- train ---------------------------------------------------------------------------
@@ -51,16 +49,13 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
     if args.list_hyperparameters:
         return _list_hyperparameters(overrides.get("family", "transformer"))
     if args.mode != "local":  # a local-mode container or a SageMaker training job
-        from training.launch import launch_training
+        from genkiln.launch import launch_training
 
         return launch_training(args, overrides)
     if args.opt_ml is not None:
         return run_training(OptMl(args.opt_ml), overrides)
     channels = {name: Path(path) for name, path in (("model", args.refine),
                                                     ("feedback", args.feedback)) if path}
-    local_requested = args.data or args.model_dir or args.validation or channels
-    if not local_requested and _in_sagemaker_container():
-        return run_training(OptMl.from_environment(), overrides)
     return train_locally(model_dir=args.model_dir or DEFAULT_LOCAL_MODEL_DIR,
                          hyperparameters=overrides, data=args.data,
                          validation=args.validation, channels=channels)
@@ -86,15 +81,9 @@ def _list_hyperparameters(family_name: str) -> int:
 
 # --- serve ---------------------------------------------------------------------------
 def _serve(args: argparse.Namespace) -> int:
-    from inference.server import serve
+    from inference.command import serve
 
-    model_dir = args.model_dir
-    host = args.host
-    if model_dir is None:  # the container case: SageMaker unpacks the model here
-        model_dir = Path(os.environ.get(env.SM_MODEL_DIR, str(DEFAULT_ROOT / "model")))
-        host = host or "0.0.0.0"
-    serve(model_dir, host=host or "127.0.0.1", port=args.port, device=args.device)
-    return 0
+    return serve(args)
 
 
 # --- invoke --------------------------------------------------------------------------
@@ -110,12 +99,9 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _invoke(args: argparse.Namespace) -> int:
-    from inference.client import EndpointClient, EndpointError
+    from genkiln.client import EndpointError
 
-    if args.endpoint:
-        client = EndpointClient(endpoint_name=args.endpoint, region_name=args.region)
-    else:
-        client = EndpointClient(url=args.url)
+    client = _client(args)
     params = _parameters(args)
     try:
         if args.stream:
@@ -137,107 +123,43 @@ def _invoke(args: argparse.Namespace) -> int:
 
 # --- playground ----------------------------------------------------------------------
 def _playground(args: argparse.Namespace) -> int:
-    from inference.client import EndpointClient
-    from inference.playground.app import run_playground
+    from genkiln.playground.app import run_playground
+
+    run_playground(_client(args), host=args.host, port=args.port)
+    return 0
+
+
+# --- evaluate and monitor -------------------------------------------------------------
+def _client(args: argparse.Namespace) -> Any:
+    from genkiln.client import EndpointClient
 
     if args.endpoint:
-        client = EndpointClient(endpoint_name=args.endpoint, region_name=args.region)
-    else:
-        client = EndpointClient(url=args.url)
-    run_playground(client, host=args.host, port=args.port)
-    return 0
-
-
-# --- evaluate ------------------------------------------------------------------------
-#: Where a SageMaker processing job (the pipeline's Evaluate step) puts inputs and outputs.
-PROCESSING_ROOT = Path("/opt/ml/processing")
-PROCESSING_MODEL = PROCESSING_ROOT / "model"
-PROCESSING_DATA = PROCESSING_ROOT / "data"
-PROCESSING_OUTPUT = PROCESSING_ROOT / "evaluation"
-
-
-def _monitor(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from training.monitor import monitor, publish, write
-
-    def given(path: Path | None, name: str) -> Path | None:
-        inside = PROCESSING_ROOT / name
-        return path or (inside if inside.exists() else None)
-
-    baseline_path = given(args.baseline, "baseline")
-    if baseline_path is not None and baseline_path.is_dir():
-        baseline_path = baseline_path / "evaluation.json"
-    try:
-        end = datetime.fromisoformat(args.until.replace("Z", "+00:00")) if args.until \
-            else datetime.now(UTC)
-        end = end if end.tzinfo else end.replace(tzinfo=UTC)
-        baseline = json.loads(baseline_path.read_text()) if baseline_path and \
-            baseline_path.is_file() else None
-        report = monitor(capture=given(args.capture, "capture"),
-                         feedback=given(args.feedback, "feedback"), end=end,
-                         hours=args.hours, endpoint=args.endpoint, baseline=baseline)
-    except (ValueError, OSError, KeyError) as exc:
-        print(f"genkiln monitor: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    output = args.output or (PROCESSING_ROOT / "monitor" if PROCESSING_ROOT.is_dir()
-                             else Path("monitor"))
-    path = write(report, output)
-    for name, value in report.figures.items():
-        print(f"{name}={value:.6g}")
-    print(f"alarms: {', '.join(report.alarms) or 'none'}; wrote {path}")
-    if args.publish:
-        import boto3
-
-        publish(report, boto3.client("cloudwatch"))
-    return 0
+        return EndpointClient(endpoint_name=args.endpoint, region_name=args.region)
+    return EndpointClient(url=args.url)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from inference.client import EndpointClient, EndpointError
-    from training.artifact import ArtifactError
-    from training.contract import ChannelError
-    from training.data.errors import DataError
-    from training.evaluate import evaluate_artifact, evaluate_endpoint, write_evaluation
-    from training.refine import find_artifact
+    """An artifact, as the pipeline's Evaluate step scores it; or a live endpoint."""
+    from genkiln.client import EndpointError
+    from training.evaluation.evaluate import evaluate_endpoint
 
-    in_processing_job = args.model is None and PROCESSING_MODEL.is_dir()
-    data = args.data
-    output = args.output
-    if in_processing_job:
-        data = data or (PROCESSING_DATA if PROCESSING_DATA.is_dir() else None)
-        output = output or PROCESSING_OUTPUT
-    output = output or Path("evaluation")
-    try:
-        if args.url or args.endpoint:
-            if not args.family:
-                raise ValueError("--family is required with --url or --endpoint (an "
-                                 "endpoint does not say what it serves)")
-            client = (EndpointClient(endpoint_name=args.endpoint, region_name=args.region)
-                      if args.endpoint else EndpointClient(url=args.url))
-            evaluation = evaluate_endpoint(client, family=args.family,
-                                           measured=args.endpoint or args.url, data=data)
-        else:
-            model = args.model or (PROCESSING_MODEL if in_processing_job else None)
-            if model is None:
-                raise ValueError("give the artifact to evaluate (a folder or model.tar.gz), "
-                                 "or --url/--endpoint")
-            if model.is_dir() and not (model / "genkiln.json").is_file():
-                model = find_artifact(model)  # a processing input holding model.tar.gz
-            evaluation = evaluate_artifact(model, data=data, validation=args.validation,
-                                           device=args.device)
-        evaluation.register(args.register_if or None)
-    except (ArtifactError, ChannelError, DataError, HyperparameterError, EndpointError,
-            ValueError) as exc:
-        print(f"genkiln evaluate: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    json_path, report_path = write_evaluation(evaluation, output)
-    for name, entry in evaluation.metrics.items():
-        print(f"{name}={entry['value']:.6g}")
-    assert evaluation.registration is not None
-    print(f"registration: {evaluation.registration['reason']}")
-    print(f"genkiln: wrote {json_path} and {report_path}")
-    return 0
+    score_endpoint = None
+    if args.url or args.endpoint:
+        if args.model is not None:
+            print("genkiln evaluate: give an artifact or --url/--endpoint, not both",
+                  file=sys.stderr)
+            return 2
+        if not args.family:
+            print("genkiln evaluate: --family is required with --url or --endpoint (an "
+                  "endpoint does not say what it serves)", file=sys.stderr)
+            return 2
+
+        def score_endpoint(data: Path | None) -> Any:
+            return evaluate_endpoint(_client(args), family=args.family,
+                                     measured=args.endpoint or args.url, data=data)
+
+    return job.evaluate(args, score_endpoint=score_endpoint, errors=(EndpointError,),
+                        prog="genkiln evaluate")
 
 
 # --- data ----------------------------------------------------------------------------
@@ -261,7 +183,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from inference.demo import run_demo
+    from genkiln.demo import run_demo
 
     return run_demo(model_dir=args.model_dir, seconds=args.seconds, prompt=args.prompt,
                     port=args.port)
@@ -294,12 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_deploy_arguments(sub.add_parser(
         "deploy", help="serve an artifact as a SageMaker endpoint: local container or AWS"))
 
-    serve = sub.add_parser("serve", help="serve an artifact on /ping and /invocations")
-    serve.add_argument("model_dir", type=Path, nargs="?",
-                       help="artifact folder or model.tar.gz (default: /opt/ml/model)")
-    serve.add_argument("--host", help="default 127.0.0.1 locally, 0.0.0.0 in a container")
-    serve.add_argument("--port", type=int, help="default $SAGEMAKER_BIND_TO_PORT or 8080")
-    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_serve_arguments(sub.add_parser("serve", help="serve an artifact on /ping and "
+                                                     "/invocations"))
 
     invoke = sub.add_parser("invoke", help="call an endpoint")
     invoke.add_argument("prompt")
@@ -331,41 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser(
         "evaluate", help="score a model on held-out data: evaluation.json and report.html")
-    evaluate.add_argument("model", type=Path, nargs="?",
-                          help="artifact folder or model.tar.gz (in a SageMaker processing "
-                               f"job: {PROCESSING_MODEL})")
-    evaluate.add_argument("--data", type=Path, help="the data the model was trained on, when "
-                          "it was not a bundled data set")
-    evaluate.add_argument("--validation", type=Path, help="the held-out data, when training "
-                          "had a validation channel")
-    evaluate.add_argument("--output", type=Path, help="folder for evaluation.json and "
-                          "report.html (default ./evaluation)")
-    evaluate.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    job.add_evaluate_arguments(evaluate)
     target = evaluate.add_mutually_exclusive_group()
     target.add_argument("--url", help="score a running server instead of an artifact")
     target.add_argument("--endpoint", help="score a SageMaker endpoint (uses AWS credentials)")
     evaluate.add_argument("--region", help="AWS region of the endpoint")
     evaluate.add_argument("--family", help="the endpoint's model family (with --url/--endpoint)")
-    evaluate.add_argument("--register-if", default="", metavar="CRITERION",
-                          help="what the model must meet to be registered, e.g. "
-                               "'val_loss<=4.5' (default: the family's own criterion); "
-                               "evaluation.json says whether it does")
 
-    watch = sub.add_parser(
+    job.add_monitor_arguments(sub.add_parser(
         "monitor", help="health figures of what an endpoint served over a window "
-                        "(SageMaker: the monitor pipeline's processing job)")
-    watch.add_argument("--capture", type=Path, help="a data-capture folder (default in a "
-                       f"processing job: {PROCESSING_ROOT / 'capture'})")
-    watch.add_argument("--feedback", type=Path, help="a feedback store folder")
-    watch.add_argument("--baseline", type=Path, help="the model's evaluation.json, to "
-                       "measure drift from")
-    watch.add_argument("--hours", type=float, default=24.0, help="the window (default 24)")
-    watch.add_argument("--until", help="the window's end, ISO 8601 (default now)")
-    watch.add_argument("--endpoint", default="", help="the endpoint's name (the metrics' "
-                       "dimension)")
-    watch.add_argument("--output", type=Path, help="folder for monitor.json")
-    watch.add_argument("--publish", action="store_true",
-                       help="publish the figures as CloudWatch metrics (namespace genkiln)")
+                        "(SageMaker: the monitor pipeline's processing job)"))
 
     data = sub.add_parser("data", help="check data before training")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -401,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "monitor":
-        return _monitor(args)
+        return job.monitor(args, prog="genkiln monitor")
     if args.command == "deploy":
-        from inference.deploy import deploy
+        from genkiln.deploy import deploy
 
         return deploy(args)
     return _demo(args)

@@ -1,60 +1,19 @@
-"""SageMaker hyperparameter tuning jobs over a family's documented ranges.
+"""SageMaker hyperparameter tuning jobs over a family's declared ranges.
 
-Each family (`training.models.FAMILIES`) names an objective (a metric its training log
-prints, and whether to minimise or maximise it) and the ranges worth searching. A tuning
-job runs `genkiln train` as its training jobs, with the launch's hyperparameters held
-static; a hyperparameter the user sets is not tuned.
+A tuning job runs the image's `train` verb as its training jobs, with the launch's
+hyperparameters held static; a hyperparameter the user sets is not tuned.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
+
+from training.models.tuning import Range, Tuning
 
 #: SageMaker caps tuning job names at 32 characters.
 NAME_LIMIT = 32
-
-
-@dataclass(frozen=True)
-class Range:
-    """One tunable hyperparameter: a continuous or integer interval, or a set of values."""
-
-    kind: Literal["Continuous", "Integer", "Categorical"]
-    low: float = 0.0
-    high: float = 0.0
-    values: tuple[str, ...] = ()
-    scaling: Literal["Auto", "Linear", "Logarithmic"] = "Auto"
-
-    def ends(self) -> tuple[str, ...]:
-        """The values at the edges of the range, as hyperparameter strings."""
-        if self.kind == "Categorical":
-            return self.values
-        if self.kind == "Integer":
-            return str(int(self.low)), str(int(self.high))
-        return repr(self.low), repr(self.high)
-
-
-def continuous(low: float, high: float, scaling: str = "Auto") -> Range:
-    return Range("Continuous", low, high, scaling=scaling)  # type: ignore[arg-type]
-
-
-def integer(low: int, high: int) -> Range:
-    return Range("Integer", low, high)
-
-
-def categorical(*values: str) -> Range:
-    return Range("Categorical", values=values)
-
-
-@dataclass(frozen=True)
-class Tuning:
-    """What a family's tuning job optimises, and over which ranges."""
-
-    objective: str  # a metric of the family's metric definitions
-    goal: Literal["Minimize", "Maximize"]
-    ranges: Mapping[str, Range]
 
 
 def parameter_ranges(ranges: Mapping[str, Range]) -> dict[str, list[dict[str, Any]]]:

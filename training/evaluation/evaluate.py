@@ -23,11 +23,9 @@ from __future__ import annotations
 import base64
 import json
 import math
-import operator
-import re
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -37,94 +35,18 @@ import torch
 
 from training.artifact import load_artifact
 from training.data import tokens as token_data
-from training.data.png import encode_png, grid
+from training.data.png import decode_png, encode_png, grid
+from training.evaluation.report import render_report
+from training.evaluation.results import EVALUATION_FILE, REPORT_FILE, Evaluation
 from training.rebuild import rebuild
 
-EVALUATION_FILE = "evaluation.json"
-REPORT_FILE = "report.html"
 #: Sampling seeds a generated-image metric is averaged over (its spread is their std).
 IMAGE_SEEDS = 3
 #: Held-out prompts (text) answered when scoring generations.
 TEXT_SAMPLES = 8
 
-#: metric -> the baselines it is shown against.
-BASELINES = {
-    "val_perplexity": ("ngram_perplexity",),
-    "val_bits_per_char": ("ngram_bits_per_char",),
-    "val_fid": ("val_fid_floor", "val_fid_untrained"),
-    "val_probe_accuracy": ("pixels_probe_accuracy", "sklearn_rbm_probe_accuracy"),
-    "val_pll": ("sklearn_rbm_pll", "val_pll_untrained"),
-    "val_auroc": ("val_auroc_pca", "val_auroc_untrained"),
-}
-#: Metrics where lower is better (the rest: higher is better, or neither).
-LOWER_IS_BETTER = {"val_loss", "val_perplexity", "ngram_perplexity", "val_bits_per_char",
-                   "ngram_bits_per_char", "val_fid", "val_fid_floor", "val_fid_untrained",
-                   "val_reconstruction"}
-
-
-_CRITERION = re.compile(r"^([a-z][a-z0-9_]*)(<=|>=|<|>)(-?[0-9.]+(?:e-?[0-9]+)?)$")
-_COMPARE = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
-
-
-def registration(metrics: dict[str, dict[str, float]], criterion: str) -> dict[str, Any]:
-    """Whether ``metrics`` meet ``criterion`` (METRIC<=NUMBER, ...), and why (a metric the
-    evaluation did not measure fails, naming the ones it did)."""
-    match = _CRITERION.match(criterion.replace(" ", ""))
-    if match is None:
-        raise ValueError(f"registration criterion {criterion!r} must read METRIC<=NUMBER or "
-                         f"METRIC>=NUMBER (or < and >), e.g. val_loss<=4.5")
-    name, compare, bound = match.group(1), match.group(2), float(match.group(3))
-    if name not in metrics:
-        return {"criterion": criterion, "metric": name, "value": None, "passed": False,
-                "reason": f"{name} was not measured (measured: {', '.join(sorted(metrics))})"}
-    value = metrics[name]["value"]
-    passed = math.isfinite(value) and bool(_COMPARE[compare](value, bound))
-    return {"criterion": criterion, "metric": name, "value": value, "passed": passed,
-            "reason": f"{name} = {value:.6g}, {'meets' if passed else 'misses'} {criterion}"}
-
-
-@dataclass
-class Evaluation:
-    family: str
-    measured: str  # what was scored: an artifact path or an endpoint
-    modality: str
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    history: list[dict[str, float]] = field(default_factory=list)
-    lineage: dict[str, Any] | None = None
-    grid_png: bytes | None = None  # sample images
-    texts: list[tuple[str, str]] = field(default_factory=list)  # (prompt, continuation)
-    melodies: list[tuple[list[Any], list[Any]]] = field(default_factory=list)  # (primer, cont.)
-    registration: dict[str, Any] | None = None  # set by `register`
-
-    def put(self, name: str, value: float, std: float | None = None) -> None:
-        entry = {"value": float(value)}
-        if std is not None:
-            entry["standard_deviation"] = float(std)
-        self.metrics[name] = entry
-
-    def register(self, criterion: str | None = None) -> None:
-        """Judge the evaluation by ``criterion``, or by the family's own."""
-        from training.models import get_family
-
-        self.registration = registration(
-            self.metrics, criterion or get_family(self.family).register_if)
-
-    def to_json(self) -> dict[str, Any]:
-        baselines = {m: [b for b in bs if b in self.metrics]
-                     for m, bs in BASELINES.items() if m in self.metrics}
-        return {"metrics": self.metrics, "family": self.family, "modality": self.modality,
-                "measured": self.measured,
-                "baselines": {m: bs for m, bs in baselines.items() if bs},
-                "lower_is_better": sorted(LOWER_IS_BETTER & set(self.metrics)),
-                "notes": self.notes, **({"lineage": self.lineage} if self.lineage else {}),
-                **({"registration": self.registration} if self.registration else {})}
-
-
 def write_evaluation(evaluation: Evaluation, output_dir: Path) -> tuple[Path, Path]:
     """Write evaluation.json and report.html into ``output_dir``; return both paths."""
-    from training.report import render_report
-
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path = output_dir / EVALUATION_FILE
     json_path.write_text(json.dumps(evaluation.to_json(), indent=2) + "\n", encoding="utf-8")
@@ -278,7 +200,7 @@ def evaluate_endpoint(client: Any, *, family: str, measured: str, data: Path | N
     if family not in ("gan", "vae", "rbm"):
         raise ValueError(f"an endpoint of family {family} does not generate images to score; "
                          f"evaluate its artifact instead")
-    from training.evaluate_images import FeatureSpace, frechet_distance
+    from training.evaluation.images import FeatureSpace, frechet_distance
     from training.recipes.image import load_images
 
     train, val = load_images(data, None, size=8 if data is None else _endpoint_size(client),
@@ -303,13 +225,3 @@ def evaluate_endpoint(client: Any, *, family: str, measured: str, data: Path | N
 def _endpoint_size(client: Any) -> int:
     answer = client.invoke({"kind": "sample", "n": 1, "seed": 1})
     return int(decode_png(base64.b64decode(answer["images"][0])).shape[-1])
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """A PNG as a (C, H, W) float32 array in [0, 1]."""
-    from io import BytesIO
-
-    from PIL import Image
-
-    array = np.asarray(Image.open(BytesIO(data)), dtype=np.float32) / 255.0
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)[:3]

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from inference.client import EndpointClient
+from genkiln.client import EndpointClient
 from training.local import train_locally
 
 READY_TIMEOUT_SECONDS = 120
@@ -39,7 +39,7 @@ def run_demo(*, model_dir: Path, seconds: float, prompt: str, port: int = 0) -> 
     port = port or _free_port()
     print(f"\n== 2/3 serving {model_dir} on http://127.0.0.1:{port}", flush=True)
     server = subprocess.Popen(
-        [sys.executable, "-m", "inference.cli", "serve", str(model_dir), "--port", str(port)],
+        [sys.executable, "-m", "genkiln", "serve", str(model_dir), "--port", str(port)],
         env={**os.environ, "GENKILN_LOG_LEVEL": "WARNING"})
     client = EndpointClient(url=f"http://127.0.0.1:{port}")
     try:
