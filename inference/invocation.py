@@ -105,7 +105,7 @@ def prepare(handler: Handler, payload: Any, headers: Mapping[str, str], route: R
                           f"send its own request kinds (GET /info shows them)")
     if shape == Shape.FAMILY:
         pending = capture.begin(handler.family, payload, headers,
-                                default_kind=next(iter(getattr(handler, "kinds", {})), None))
+                                default_kind=next(iter(handler.describe().kinds), None))
         pending.model = model_id
         pending.reconcile(store)
         if pending.replay_seed is not None:

@@ -9,12 +9,12 @@
 - Drain: on SIGTERM the server calls `drain(seconds)`: new requests get 503, and work
   still running when the drain ends is cut (a stream ends with an error event that says
   so), inside SageMaker's 30 s before SIGKILL.
-- Execution, by what the handler offers:
-    text (`jobs` + `decode_loop`): the continuous-batching decode loop
+- Execution, by the handler's declared kind (inference.handlers.contract):
+    a ContinuousHandler (text): the continuous-batching decode loop
         (inference.continuous), `max_batch_size` sequences per step, or one at a time
         with batching off;
-    images (`predict_batch`): the micro-batcher (inference.microbatch);
-    anything else (`predict`/`stream`): one worker thread, in arrival order.
+    a MicroBatchHandler (images): the micro-batcher (inference.microbatch);
+    any other Handler: one worker thread, in arrival order.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from inference.continuous import ContinuousBatcher
 from inference.errors import ClientError
-from inference.handlers import Handler
+from inference.handlers import ContinuousHandler, Handler, MicroBatchHandler
+from inference.handlers.contract import Job
 from inference.microbatch import MicroBatcher
 from inference.settings import ServingSettings
 from training import environment as env
@@ -100,24 +102,24 @@ class Scheduler:
         #: time.monotonic() at which work still running is cut (inf until a drain)
         self.closing_at = float("inf")
         self._mailbox: Mailbox | None = None  # made on the event loop, at first use
-        self.decode_loop: Any = None
+        self.mode = handler.batching
+        self.generator: ContinuousHandler | None = None
+        self.decode_loop: ContinuousBatcher | None = None
         self.batcher: MicroBatcher | None = None
         self.worker: ThreadPoolExecutor | None = None
-        if hasattr(handler, "jobs") and hasattr(handler, "decode_loop"):
+        if isinstance(handler, ContinuousHandler):
+            self.generator = handler
             self.decode_loop = handler.decode_loop(settings.decode_slots)
-            self.mode = "continuous"
-        elif hasattr(handler, "predict_batch"):
+        elif isinstance(handler, MicroBatchHandler):
             self.batcher = MicroBatcher(
                 handler.predict_batch,
                 max_batch=settings.max_batch_size if settings.batching else 1,
                 wait_s=settings.batch_wait_ms / 1000.0 if settings.batching else 0.0)
-            self.mode = "micro-batch"
         else:
             self.worker = ThreadPoolExecutor(max_workers=1,
                                              thread_name_prefix="genkiln-generate")
-            self.mode = "serial"
         log.info("scheduler: %s, batch %d, %d requests in flight at most, %g s deadline",
-                 self.mode, settings.decode_slots if self.mode == "continuous"
+                 self.mode, settings.decode_slots if self.decode_loop is not None
                  else settings.max_batch_size if settings.batching else 1,
                  settings.max_concurrent_requests, settings.request_timeout_s)
 
@@ -157,8 +159,8 @@ class Scheduler:
     async def predict(self, decoded: Any) -> Any:
         deadline = self._admit()
         try:
-            if self.mode == "continuous":
-                return await self._generate(decoded, deadline)
+            if self.generator is not None:
+                return await self._generate(self.generator, decoded, deadline)
             loop = asyncio.get_running_loop()
             if self.batcher is not None:
                 future = asyncio.wrap_future(self.batcher.submit(decoded))
@@ -174,7 +176,8 @@ class Scheduler:
         finally:
             self._release()
 
-    async def _generate(self, decoded: Any, deadline: float) -> Any:
+    async def _generate(self, handler: ContinuousHandler, decoded: Any, deadline: float
+                        ) -> Any:
         loop = asyncio.get_running_loop()
         all_done = asyncio.Event()
         cancelled = threading.Event()
@@ -185,7 +188,8 @@ class Scheduler:
             if len(ended) == len(jobs):
                 loop.call_soon_threadsafe(all_done.set)
 
-        jobs = self.handler.jobs(decoded, done=done)  # type: ignore[attr-defined]
+        jobs: list[Job] = handler.jobs(decoded, done=done)
+        assert self.decode_loop is not None
         for job in jobs:
             self.decode_loop.submit(job.sequence(deadline=deadline, cancelled=cancelled))
         try:
@@ -197,7 +201,7 @@ class Scheduler:
                 raise _failed(job.failure)
             if not job.tokens and job.finish_reason == "deadline":
                 raise _timed_out(self.settings.request_timeout_s)
-        return self.handler.collect(decoded, jobs)  # type: ignore[attr-defined]
+        return handler.collect(decoded, jobs)
 
     # --- streams -----------------------------------------------------------------
     async def stream(self, decoded: Any) -> AsyncGenerator[dict[str, Any], None]:
@@ -205,8 +209,8 @@ class Scheduler:
         raise, so the server can still answer with a status code."""
         deadline = self._admit()
         try:
-            if self.mode == "continuous":
-                async for event in self._stream_tokens(decoded, deadline):
+            if self.generator is not None:
+                async for event in self._stream_tokens(self.generator, decoded, deadline):
                     yield event
             else:
                 async for event in self._stream_serial(decoded):
@@ -214,7 +218,7 @@ class Scheduler:
         finally:
             self._release()
 
-    async def _stream_tokens(self, decoded: Any, deadline: float
+    async def _stream_tokens(self, handler: ContinuousHandler, decoded: Any, deadline: float
                              ) -> AsyncIterator[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         if self._mailbox is None or self._mailbox.loop is not loop:
@@ -222,8 +226,9 @@ class Scheduler:
         post = self._mailbox.post
         events: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
-        [job] = self.handler.jobs(  # type: ignore[attr-defined]
-            decoded, emit=lambda e: post(events, e), done=lambda _: post(events, _END))
+        [job] = handler.jobs(decoded, emit=lambda e: post(events, e),
+                             done=lambda _: post(events, _END))
+        assert self.decode_loop is not None
         self.decode_loop.submit(job.sequence(deadline=deadline, cancelled=cancelled))
         sent = 0
         try:

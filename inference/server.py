@@ -53,7 +53,6 @@ from inference import capture, invocation
 from inference.errors import ClientError
 from inference.feedback_store import FeedbackStore, store_from_environment
 from inference.handlers import Binary, Handler, load_handler
-from inference.hints import playground_hints
 from inference.intake import parse_body
 from inference.invocation import Framing, Prepared, Route
 from inference.openai_api import ChatRequest, CompletionRequest, model_list
@@ -259,7 +258,8 @@ def create_app(model_dir: Path, *, device: str = "cpu",
             return SafeJSON({"status": "loading" if state.error is None else "failed"},
                             status_code=503)
         manifest = state.manifest
-        context = getattr(handler, "context_limit", None)
+        described = handler.describe()
+        context = described.context_limit
         return SafeJSON({
             "schema_version": SCHEMA_VERSION,
             "family": manifest["family"],
@@ -268,7 +268,9 @@ def create_app(model_dir: Path, *, device: str = "cpu",
             "model_args": manifest["model_args"],
             "metrics": manifest.get("metrics", {}),
             "feedback": {"enabled": store is not None},
-            "playground": playground_hints(handler, manifest["modality"]),
+            "kinds": list(described.kinds),
+            "batching": str(handler.batching),
+            "playground": described.playground,
             # One request this model answers 200: a deployment's smoke test sends it.
             "smoke_request": handler.smoke_request(),
             # text-generation-inference's /info fields, for its clients

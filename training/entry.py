@@ -34,6 +34,7 @@ from training.feedback import FeedbackError
 from training.hyperparameters import HyperparameterError, build, check_known
 from training.loop import Stopped, fit, format_metrics, run_fingerprint, uses_bf16
 from training.models import Family, get_family
+from training.recipes.contract import Recipe
 from training.workers import run_workers, write_outcome
 
 log = logging.getLogger("genkiln.train")
@@ -159,8 +160,8 @@ def _train(opt_ml: OptMl, family: Family, cfg: TrainConfig, model_cfg: Any,
     say(f"genkiln: training family={family.name} on {device} "
         f"(hosts {opt_ml.resource_config().hosts}, {world.size} process(es), "
         f"precision {'bf16' if uses_bf16(cfg, device) else 'fp32'})")
-    recipe = family.recipe().Recipe(cfg, model_cfg, train_dir=train_dir,
-                                    validation_dir=validation_dir, device=device, log=say)
+    recipe = family.build_recipe(cfg, model_cfg, train_dir=train_dir,
+                                  validation_dir=validation_dir, device=device, log=say)
     checkpoints = opt_ml.checkpoint_dir if opt_ml.checkpoint_dir.is_dir() else None
     history: list[dict[str, float]] = []
     metrics = fit(recipe, cfg, stop=stop, log=say, checkpoints=checkpoints,
@@ -172,7 +173,7 @@ def _train(opt_ml: OptMl, family: Family, cfg: TrainConfig, model_cfg: Any,
                    metrics=metrics, history=history)
 
 
-def _export(opt_ml: OptMl, recipe: Any, *, config: dict[str, Any], metrics: dict[str, float],
+def _export(opt_ml: OptMl, recipe: Recipe, *, config: dict[str, Any], metrics: dict[str, float],
             history: list[dict[str, float]], **annotations: Any) -> Path:
     opt_ml.model_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".genkiln-staging-",

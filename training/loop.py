@@ -11,15 +11,15 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
 from training import checkpoint, distributed
 from training.config import TrainConfig
+from training.recipes.contract import Trainable
 
 #: What a recipe's `train_step` may count (tokens for text, images for image families,
 #: bars for music); the loop reports it as `<unit>_per_second` over each logging window.
@@ -32,14 +32,6 @@ class Stopped(Exception):
     def __init__(self, step: int) -> None:
         super().__init__(f"training stopped by SIGTERM at step {step}")
         self.step = step
-
-
-class Recipe(Protocol):
-    def train_step(self, lr: float) -> dict[str, float]: ...
-
-    def evaluate(self) -> dict[str, float]: ...
-
-    def state_objects(self) -> Mapping[str, checkpoint.Stateful]: ...
 
 
 #: Settings that change how a run is watched, not what it computes: a resumed run may
@@ -97,7 +89,7 @@ def format_metrics(step: int, metrics: dict[str, float]) -> str:
 
 
 def fit(
-    recipe: Recipe,
+    recipe: Trainable,
     cfg: TrainConfig,
     *,
     stop: threading.Event | None = None,

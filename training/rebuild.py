@@ -22,6 +22,7 @@ from training.config import TrainConfig
 from training.data.errors import DataError
 from training.hyperparameters import HyperparameterError, build, check_known
 from training.models import Family, get_family
+from training.recipes.contract import Recipe
 
 _TIED = "lm_head.weight"  # the Transformer's head shares the embedding's weights
 
@@ -46,7 +47,7 @@ class Rebuilt:
     family: Family
     run: TrainConfig
     model_cfg: Any
-    recipe: Any  # the family's Recipe, its model holding the artifact's weights
+    recipe: Recipe  # its model holding the artifact's weights
 
 
 def rebuild(artifact: Artifact, *, train_dir: Path | None, validation_dir: Path | None,
@@ -71,13 +72,13 @@ def rebuild(artifact: Artifact, *, train_dir: Path | None, validation_dir: Path 
                         f"its held-out split")
     run = build(TrainConfig, values)
     model_cfg: Any = build(family.config_cls, values)
-    recipe = family.recipe().Recipe(run, model_cfg, train_dir=train_dir,
-                                    validation_dir=validation_dir, device=device, log=log)
+    recipe = family.build_recipe(run, model_cfg, train_dir=train_dir,
+                                  validation_dir=validation_dir, device=device, log=log)
     _load_weights(artifact, recipe)
     return Rebuilt(family=family, run=run, model_cfg=model_cfg, recipe=recipe)
 
 
-def _load_weights(artifact: Artifact, recipe: Any) -> None:
+def _load_weights(artifact: Artifact, recipe: Recipe) -> None:
     state = artifact.tensors(device="cpu")
     model: torch.nn.Module = recipe.model
     try:
@@ -90,7 +91,7 @@ def _load_weights(artifact: Artifact, recipe: Any) -> None:
         raise ArtifactError(f"{artifact.directory}: weights do not match its model_args "
                             f"(missing {sorted(set(missing) - {_TIED})}, unexpected "
                             f"{sorted(unexpected)})")
-    tokenizer = getattr(recipe, "tokenizer", None)
+    tokenizer = recipe.tokenizer
     if tokenizer is not None:
         from training.data.tokenizer import TextTokenizer
 

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inference.errors import ClientError, midi_from_base64
-from inference.handlers import Binary
+from inference.handlers.contract import Binary
 from inference.seeds import fresh_seed
 from training.data.errors import DataError
 from training.data.midi import write_tracks

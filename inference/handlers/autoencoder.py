@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 
-from inference.handlers.image import Decoded, ImageHandler, ImageRequest, OneImageRequest
+from inference.handlers.image import Decoded, ImageHandler, Kind, OneImageRequest
 from training.artifact import Artifact
 from training.recipes.autoencoder import load
 
@@ -21,13 +21,12 @@ class ScoreRequest(OneImageRequest):
 
 class AutoencoderHandler(ImageHandler):
     family = "autoencoder"
-    kinds: ClassVar[dict[str, type[ImageRequest]]] = {
-        "encode": EncodeRequest, "score": ScoreRequest}
-    image_kinds: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
         loaded = load(artifact, device)
-        super().__init__(loaded.spec, device)
+        super().__init__(loaded.spec, device, {
+            "encode": Kind(EncodeRequest, self.encode, self.encode_batch),
+            "score": Kind(ScoreRequest, self.score, self.score_batch)})
         self.model = loaded.model
         self.threshold = loaded.threshold
         self.percentile = loaded.percentile

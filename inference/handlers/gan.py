@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from inference.handlers.image import Decoded, ImageHandler, ImageRequest, SampleRequest
+from inference.handlers.image import Decoded, ImageHandler, Kind, SampleRequest
 from training.artifact import Artifact
 from training.recipes.gan import load
 
 
 class GANHandler(ImageHandler):
     family = "gan"
-    kinds: ClassVar[dict[str, type[ImageRequest]]] = {"sample": SampleRequest}
-    image_kinds: ClassVar[frozenset[str]] = frozenset({"sample"})
 
     def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
         loaded = load(artifact, device)
-        super().__init__(loaded.spec, device)
+        super().__init__(loaded.spec, device, {
+            "sample": Kind(SampleRequest, self.sample, self.sample_batch, images=True)})
         self.model = loaded.model
 
     def sample(self, decoded: Decoded, generator: torch.Generator

@@ -12,10 +12,9 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inference.errors import ClientError, from_validation_error
-from inference.handlers import Binary
+from inference.handlers.contract import Binary, Description, MicroBatchHandler
 from inference.seeds import fresh_seed
 from training.data.png import encode_png, grid
 from training.models.convnets import ImageSpec
@@ -43,6 +42,14 @@ class ImageRequest(BaseModel):
     kind: str
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed, same output")
 
+    def inputs(self) -> list[ImageInput]:
+        """The images the request gives the model."""
+        return []
+
+    def requested_class(self) -> int | str | None:
+        """The class (name or index) the request asks for, where its kind takes one."""
+        return None
+
 
 class SampleRequest(ImageRequest):
     kind: Literal["sample"] = "sample"
@@ -50,9 +57,15 @@ class SampleRequest(ImageRequest):
     class_: int | str | None = Field(None, alias="class",
                                      description="class name or index (conditional models)")
 
+    def requested_class(self) -> int | str | None:
+        return self.class_
+
 
 class OneImageRequest(ImageRequest):
     image: ImageInput = Field(description="base64 PNG/JPEG, or nested lists of pixels")
+
+    def inputs(self) -> list[ImageInput]:
+        return [self.image]
 
 
 @dataclass
@@ -66,16 +79,30 @@ class Decoded:
     label: int | None  # the class index asked for, if any
 
 
-class ImageHandler:
-    family: ClassVar[str]
-    #: kind -> request model; the first kind is the default when a request names none.
-    kinds: ClassVar[dict[str, type[ImageRequest]]]
-    #: kinds whose answer is images (so Accept: image/png applies).
-    image_kinds: ClassVar[frozenset[str]]
+#: One request on its own, with its seeded generator: images and extra fields, or fields.
+RunOne = Callable[["Decoded", torch.Generator], Any]
+#: Several requests of one kind as one forward pass: one result each, as `RunOne` gives.
+RunMany = Callable[[list["Decoded"], list[torch.Generator]], list[Any]]
 
-    def __init__(self, spec: ImageSpec, device: str) -> None:
+
+@dataclass(frozen=True)
+class Kind:
+    """One request kind of an image family: its body, and how the model answers it."""
+
+    request: type[ImageRequest]
+    run: RunOne
+    run_batch: RunMany | None = None  # where the family can answer several at once
+    images: bool = False  # answers with images (so Accept: image/png applies)
+
+
+class ImageHandler(MicroBatchHandler):
+    """The image families' handler: requests name a kind (the first is the default), and
+    requests that arrive together run as one batch per kind."""
+
+    def __init__(self, spec: ImageSpec, device: str, kinds: dict[str, Kind]) -> None:
         self.spec = spec
         self.device = device
+        self.kinds = kinds
 
     # --- decode ------------------------------------------------------------------
     def decode(self, payload: Any, accept: str | None = None) -> Decoded:
@@ -86,29 +113,22 @@ class ImageHandler:
         if not isinstance(kind, str) or kind not in self.kinds:
             raise ClientError(f"kind {kind!r} is not served by this {self.family} model; use "
                               f"one of: {', '.join(self.kinds)}")
-        model = self.kinds[kind]
+        model = self.kinds[kind].request
         try:
             request = model.model_validate({**payload, "kind": kind})
         except ValidationError as exc:
             keys = sorted(f.alias or name for name, f in model.model_fields.items())
             raise from_validation_error(exc, valid={"body": keys}) from None
         png = bool(accept and PNG in accept.lower())
-        if png and kind not in self.image_kinds:
+        if png and not self.kinds[kind].images:
             raise ClientError(f"kind {kind!r} answers with numbers, not an image: drop "
                               f"'Accept: {PNG}' (or send Accept: application/json)", status=406)
         seed = request.seed if request.seed is not None else fresh_seed(2**31)
-        images = [self.image(value, f"images.{i}" if len(self._inputs(request)) > 1 else "image")
-                  for i, value in enumerate(self._inputs(request))]
-        label = self.label(getattr(request, "class_", None))
+        given = request.inputs()
+        images = [self.image(value, f"images.{i}" if len(given) > 1 else "image")
+                  for i, value in enumerate(given)]
+        label = self.label(request.requested_class())
         return Decoded(request=request, seed=seed, png=png, images=images, label=label)
-
-    @staticmethod
-    def _inputs(request: ImageRequest) -> list[Any]:
-        if hasattr(request, "images"):
-            return list(request.images)
-        if hasattr(request, "image"):
-            return [request.image]
-        return []
 
     def label(self, value: int | str | None) -> int | None:
         """A class index or name -> the class index, checked against the model's classes."""
@@ -170,7 +190,7 @@ class ImageHandler:
         the server times at load and a deployment's smoke test sends."""
         kind = next(iter(self.kinds))
         payload: dict[str, Any] = {"kind": kind, "seed": 0}
-        fields = self.kinds[kind].model_fields
+        fields = self.kinds[kind].request.model_fields
         blank = np.zeros((self.spec.size, self.spec.size) if self.spec.channels == 1
                          else (self.spec.size, self.spec.size, 3)).tolist()
         if "image" in fields:
@@ -184,13 +204,9 @@ class ImageHandler:
         the intra-op thread count to this model."""
         self.predict_batch([self.decode(self.smoke_request())])
 
-    def predict(self, decoded: Decoded) -> Any:
-        [result] = self.predict_batch([decoded])
-        return result
-
     def predict_batch(self, batch: list[Decoded]) -> list[Any]:
         """Answer several requests, running each kind's requests as one forward pass where
-        the family offers `<kind>_batch`. Each request draws its noise from its own seeded
+        the kind has a `run_batch`. Each request draws its noise from its own seeded
         generator, in the order it would alone, so its answer is the one it gets alone."""
         results: list[Any] = [None] * len(batch)
         by_kind: dict[str, list[int]] = {}
@@ -201,12 +217,11 @@ class ImageHandler:
                 group = [batch[i] for i in indices]
                 generators = [torch.Generator(device=self.device).manual_seed(d.seed)
                               for d in group]
-                together = getattr(self, f"{kind}_batch", None)
-                if together is not None and len(group) > 1:
-                    raws = together(group, generators)
+                spec = self.kinds[kind]
+                if spec.run_batch is not None and len(group) > 1:
+                    raws = spec.run_batch(group, generators)
                 else:
-                    raws = [getattr(self, kind)(d, g)
-                            for d, g in zip(group, generators, strict=True)]
+                    raws = [spec.run(d, g) for d, g in zip(group, generators, strict=True)]
                 for i, decoded, raw in zip(indices, group, raws, strict=True):
                     results[i] = self._answer(decoded, raw)
         return results
@@ -214,7 +229,7 @@ class ImageHandler:
     def _answer(self, decoded: Decoded, result: Any) -> Any:
         kind = decoded.request.kind
         head = {"kind": kind, "seed": decoded.seed}
-        if kind not in self.image_kinds:
+        if not self.kinds[kind].images:
             return {**head, **result}
         images, extra = result
         if decoded.png:
@@ -230,14 +245,17 @@ class ImageHandler:
         return list(zip(images.split(sizes), extras, strict=True))
 
     def request_models(self) -> list[type[BaseModel]]:
-        return list(self.kinds.values())
+        return [kind.request for kind in self.kinds.values()]
 
-    def wants_stream(self, request: Any) -> bool:
-        return False
-
-    def stream(self, request: Any, cancelled: threading.Event | None = None
-               ) -> Iterator[dict[str, Any]]:
-        raise ClientError("image families answer whole responses; they do not stream")
+    def describe(self) -> Description:
+        """The playground samples an image where the family can, else shows the default
+        kind's answer."""
+        sample = self.kinds.get("sample")
+        form = ({"input": "none", "stream": False, "output": "png",
+                 "template": {"kind": "sample", "n": 1}} if sample is not None and sample.images
+                else {"input": "none", "stream": False, "output": "json",
+                      "template": {"kind": next(iter(self.kinds))}})
+        return Description(playground=form, kinds=tuple(self.kinds))
 
     def classes_for(self, decoded: Decoded, n: int) -> torch.Tensor | None:
         """The class of each of n generated images: the one asked for, or every class in turn."""

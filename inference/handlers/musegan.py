@@ -18,7 +18,6 @@ piano-roll picture. The same seed (and melody and parameters) gives the same mus
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,6 +34,7 @@ from inference.handlers.arrangement import (
     respond,
     seed_or_new,
 )
+from inference.handlers.contract import Description, Handler
 from training.artifact import Artifact
 from training.data.pianoroll import (
     PITCHES,
@@ -76,13 +76,8 @@ def _bars_of(melody: list[StepNote]) -> int:
     return -(-max(end for _, _, end in melody) // STEPS_PER_BAR)
 
 
-class MuseGANHandler:
+class MuseGANHandler(Handler):
     family = "musegan"
-    #: How the playground asks (see inference/hints.py): a melody uploaded as
-    #: MIDI, the four-track arrangement played back.
-    playground: ClassVar[dict[str, Any]] = {
-        "input": "midi", "input_field": "melody_midi", "stream": False, "output": "midi",
-        "template": {"kind": "accompany", "threshold": 0.5, "pianoroll": True}}
 
     def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
         loaded = load(artifact, device)
@@ -124,17 +119,17 @@ class MuseGANHandler:
     def request_models(self) -> list[type[BaseModel]]:
         return [AccompanyRequest]
 
+    def describe(self) -> Description:
+        """The playground uploads a melody as MIDI and plays the four-track arrangement."""
+        return Description(kinds=("accompany",), playground={
+            "input": "midi", "input_field": "melody_midi", "stream": False, "output": "midi",
+            "template": {"kind": "accompany", "threshold": 0.5, "pianoroll": True}})
+
     def smoke_request(self) -> dict[str, Any]:
         """One bar of a rising melody, arranged: what a deployment's smoke test sends."""
         return {"kind": "accompany", "bars": 1, "seed": 1, "melody": [
             {"pitch": pitch, "start": float(i), "duration": 1.0}
             for i, pitch in enumerate((67, 69, 71, 72))]}
-
-    def wants_stream(self, request: Any) -> bool:
-        return False
-
-    def stream(self, request: Any, cancelled: threading.Event | None = None) -> Any:
-        raise ClientError("accompaniment is answered whole, not streamed; set stream to false")
 
     def arrange(self, decoded: Decoded) -> np.ndarray:
         """The four tracks as a (4, bars·16, P) 0/1 roll."""

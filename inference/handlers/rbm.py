@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
-from inference.handlers.image import Decoded, ImageHandler, ImageRequest, OneImageRequest
+from inference.handlers.image import (
+    Decoded,
+    ImageHandler,
+    ImageRequest,
+    Kind,
+    OneImageRequest,
+)
 from training.artifact import Artifact
 from training.recipes.rbm import load
 
@@ -25,13 +31,12 @@ class FeaturesRequest(OneImageRequest):
 
 class RBMHandler(ImageHandler):
     family = "rbm"
-    kinds: ClassVar[dict[str, type[ImageRequest]]] = {
-        "sample": GibbsSampleRequest, "features": FeaturesRequest}
-    image_kinds: ClassVar[frozenset[str]] = frozenset({"sample"})
 
     def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
         loaded = load(artifact, device)
-        super().__init__(loaded.spec, device)
+        super().__init__(loaded.spec, device, {
+            "sample": Kind(GibbsSampleRequest, self.sample, images=True),
+            "features": Kind(FeaturesRequest, self.features, self.features_batch)})
         self.model = loaded.model
         self.gibbs_steps = loaded.gibbs_steps
 

@@ -30,7 +30,6 @@ answer with the MIDI file or the piano roll, as musegan's do.
 from __future__ import annotations
 
 import base64
-import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -38,7 +37,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inference.errors import ClientError, from_validation_error, midi_from_base64
-from inference.handlers import Binary
 from inference.handlers.arrangement import (
     MAX_BARS,
     MelodyRequest,
@@ -48,6 +46,7 @@ from inference.handlers.arrangement import (
     respond,
     seed_or_new,
 )
+from inference.handlers.contract import Binary, Description, Handler
 from inference.handlers.transformer import TextGenerationHandler
 from inference.seeds import fresh_seed
 from training.artifact import Artifact
@@ -142,13 +141,8 @@ def placed(notes: list[Note], start: float, end: float) -> list[QuarterNote]:
     return out
 
 
-class MelodyHandler:
+class MelodyHandler(Handler):
     family = "rnn"
-    #: How the playground asks (see inference/hints.py): a melody uploaded as
-    #: MIDI, played back with the model's answer on a second track.
-    playground: ClassVar[dict[str, Any]] = {
-        "input": "midi", "input_field": "melody_midi", "stream": False, "output": "midi",
-        "template": {"kind": "accompany", "bars": 4, "temperature": 1.0, "pianoroll": True}}
 
     def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
         sequence_model = load(artifact, device)
@@ -199,16 +193,18 @@ class MelodyHandler:
     def request_models(self) -> list[type[BaseModel]]:
         return [ContinueRequest, AccompanyRequest]
 
+    def describe(self) -> Description:
+        """The playground uploads a melody as MIDI and plays it back with the model's
+        continuation on a second track."""
+        return Description(kinds=("continue", "accompany"), playground={
+            "input": "midi", "input_field": "melody_midi", "stream": False, "output": "midi",
+            "template": {"kind": "accompany", "bars": 4, "temperature": 1.0,
+                         "pianoroll": True}})
+
     def smoke_request(self) -> dict[str, Any]:
         """A short continuation of two notes: what a deployment's smoke test sends."""
         return {"kind": "continue", "max_new_notes": 4, "seed": 1,
                 "primer": [{"pitch": 67, "duration": 1.0}, {"pitch": 69, "duration": 0.5}]}
-
-    def wants_stream(self, request: Any) -> bool:
-        return False
-
-    def stream(self, request: Any, cancelled: threading.Event | None = None) -> Any:
-        raise ClientError("melody continuation is not streamed; set stream to false")
 
     def accompany(self, decoded: Accompaniment) -> Any:
         """The melody on one track; on another, the model's continuation of it."""

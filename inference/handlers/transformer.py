@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from inference.continuous import ContinuousBatcher, Sequence
 from inference.errors import ClientError, from_validation_error
+from inference.handlers.contract import ContinuousHandler, Description
 from inference.schema import (
     BestOfSequence,
     Details,
@@ -225,7 +226,7 @@ def _without_empty(details: dict[str, Any]) -> dict[str, Any]:
     return details
 
 
-class TextGenerationHandler:
+class TextGenerationHandler(ContinuousHandler):
     family = "transformer"
 
     def __init__(self, artifact: Artifact, device: str = "cpu",
@@ -382,6 +383,14 @@ class TextGenerationHandler:
         from inference.openai_api import ChatRequest, CompletionRequest
 
         return [GenerateRequest, ChatRequest, CompletionRequest]
+
+    def describe(self) -> Description:
+        """The playground streams a continuation of the person's text, leaving room for
+        the prompt in a small model's context."""
+        return Description(context_limit=self.context_limit, playground={
+            "input": "text", "input_field": "inputs", "stream": True, "output": "text",
+            "template": {"parameters": {"max_new_tokens": min(64, self.context_limit // 2),
+                                        "temperature": 0.9, "top_k": 50}}})
 
     def wants_stream(self, request: TextRequest) -> bool:
         return request.stream

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -12,6 +12,7 @@ from inference.handlers.image import (
     ImageHandler,
     ImageInput,
     ImageRequest,
+    Kind,
     OneImageRequest,
     SampleRequest,
 )
@@ -24,6 +25,9 @@ class ReconstructRequest(OneImageRequest):
     class_: int | str | None = Field(None, alias="class", description="the input's class "
                                      "(conditional models; inferred when left out)")
 
+    def requested_class(self) -> int | str | None:
+        return self.class_
+
 
 class InterpolateRequest(ImageRequest):
     kind: Literal["interpolate"] = "interpolate"
@@ -31,17 +35,19 @@ class InterpolateRequest(ImageRequest):
                                      description="the two end points")
     steps: int = Field(8, ge=2, le=64, description="images from the first to the second")
 
+    def inputs(self) -> list[ImageInput]:
+        return list(self.images)
+
 
 class VAEHandler(ImageHandler):
     family = "vae"
-    kinds: ClassVar[dict[str, type[ImageRequest]]] = {
-        "sample": SampleRequest, "reconstruct": ReconstructRequest,
-        "interpolate": InterpolateRequest}
-    image_kinds: ClassVar[frozenset[str]] = frozenset(kinds)
 
     def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
         loaded = load(artifact, device)
-        super().__init__(loaded.spec, device)
+        super().__init__(loaded.spec, device, {
+            "sample": Kind(SampleRequest, self.sample, self.sample_batch, images=True),
+            "reconstruct": Kind(ReconstructRequest, self.reconstruct, images=True),
+            "interpolate": Kind(InterpolateRequest, self.interpolate, images=True)})
         self.model = loaded.model
 
     def _label_of(self, decoded: Decoded, x: torch.Tensor) -> torch.Tensor | None:

@@ -55,8 +55,8 @@ def test_resume_matches_an_uninterrupted_run(family: str, digits_dir: Path, midi
     fingerprint = run_fingerprint(run, cfg)
 
     def recipe() -> Any:
-        return spec.recipe().Recipe(run, cfg, train_dir=data, validation_dir=None,
-                                    device=torch.device("cpu"), log=quiet)
+        return spec.build_recipe(run, cfg, train_dir=data, validation_dir=None,
+                                 device=torch.device("cpu"), log=quiet)
 
     straight = recipe()
     fit(straight, run, log=quiet)

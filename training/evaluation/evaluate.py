@@ -39,6 +39,8 @@ from training.data.png import decode_png, encode_png, grid
 from training.evaluation.report import render_report
 from training.evaluation.results import EVALUATION_FILE, REPORT_FILE, Evaluation
 from training.rebuild import rebuild
+from training.recipes.image import ImageRecipe
+from training.recipes.sequence import SequenceRecipe
 
 #: Sampling seeds a generated-image metric is averaged over (its spread is their std).
 IMAGE_SEEDS = 3
@@ -66,35 +68,35 @@ def evaluate_artifact(path: Path, *, data: Path | None = None,
     out = Evaluation(family=artifact.family, measured=str(path), modality=artifact.modality,
                      history=list(artifact.manifest.get("history", [])),
                      lineage=artifact.manifest.get("lineage"))
-    if artifact.family == "musegan":
-        _arrangement_metrics(recipe, out)
-    elif artifact.modality in ("text", "music"):
+    if isinstance(recipe, SequenceRecipe):
         _sequence_metrics(recipe, out)
-    else:
+    elif isinstance(recipe, ImageRecipe):
         _image_metrics(recipe, out)
+    else:
+        _arrangement_metrics(recipe, out)
     out.notes.append(f"held-out split rebuilt from seed {rebuilt.run.seed} and val_fraction "
                      f"{rebuilt.run.val_fraction} of {artifact.manifest['data'].get('source')}")
     return out
 
 
-def _sequence_metrics(recipe: Any, out: Evaluation) -> None:
+def _sequence_metrics(recipe: SequenceRecipe, out: Evaluation) -> None:
     recipe.model.eval()
     run = recipe.run
     # The held-out windows training scored (strided, `token_data.held_out_batches`), so
     # the loss is the one it logged; the spread is that of the windows' losses.
     scored = token_data.held_out_batches(
-        recipe._loss, recipe.val_tokens, batches=run.eval_batches * run.batch_size,
+        recipe.loss, recipe.val_tokens, batches=run.eval_batches * run.batch_size,
         batch_size=1, length=recipe.window, device=recipe.device)
     loss = sum(mean * n for mean, n in scored) / max(1, sum(n for _, n in scored))
     std = statistics.stdev(m for m, _ in scored) if len(scored) > 1 else None
     out.put("val_loss", loss, std)
     out.put("val_perplexity", math.exp(min(loss, 50.0)))
     if recipe.val_characters:
-        out.put("val_bits_per_char", recipe._bits_per_char(loss))
+        out.put("val_bits_per_char", recipe.bits_per_char(loss))
     for name, value in recipe.baseline.items():
         out.put(name, value)
-    if getattr(recipe, "modality", "text") == "music":
-        pairs = recipe._continuations()
+    if recipe.modality == "music":
+        pairs = recipe.continuations()
         if pairs:
             from training.data.music import in_key_share
 
@@ -109,15 +111,17 @@ def _sequence_metrics(recipe: Any, out: Evaluation) -> None:
                 out.put(name, value)
 
 
-def held_out_prompts(recipe: Any, n: int, words: int = 3) -> list[str]:
+def held_out_prompts(recipe: SequenceRecipe, n: int, words: int = 3) -> list[str]:
     """The first words of ``n`` held-out documents: prompts the model has not seen."""
+    assert recipe.tokenizer is not None
     text = recipe.tokenizer.decode(recipe.val_tokens[:20000].tolist())
     documents = [d.split() for d in text.split("<|endoftext|>")]
     prompts = [" ".join(d[:words]) for d in documents if len(d) > words]
     return prompts[:n]
 
 
-def _text_samples(recipe: Any) -> list[tuple[str, str]]:
+def _text_samples(recipe: SequenceRecipe) -> list[tuple[str, str]]:
+    assert recipe.tokenizer is not None
     samples = []
     limit = recipe.model.context_limit
     for i, prompt in enumerate(held_out_prompts(recipe, TEXT_SAMPLES)):
@@ -148,12 +152,12 @@ def _arrangement_metrics(recipe: Any, out: Evaluation) -> None:
         out.put(name, value)
 
 
-def _image_metrics(recipe: Any, out: Evaluation) -> None:
+def _image_metrics(recipe: ImageRecipe, out: Evaluation) -> None:
     for module in recipe.modules():
         module.eval()
     base = recipe.run
     runs = []
-    seeds = IMAGE_SEEDS if recipe.family in ("gan", "vae") else 1
+    seeds = IMAGE_SEEDS if recipe.sampled_metrics else 1
     for k in range(seeds):  # the first seed is the one training's log used
         recipe.run = replace(base, seed=base.seed + 1000 * k)
         runs.append(recipe.evaluate())

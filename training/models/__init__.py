@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from training.hyperparameters import HyperparameterError
 from training.models.tuning import Tuning, categorical, continuous, integer
+
+if TYPE_CHECKING:
+    import torch
+
+    from training.config import TrainConfig
+    from training.recipes.contract import Recipe
 
 
 @dataclass(frozen=True)
@@ -37,8 +45,15 @@ class Family:
     def config_cls(self) -> type:
         return getattr(importlib.import_module(self.config_module), self.config_class)
 
-    def recipe(self) -> Any:
-        return importlib.import_module(self.recipe_module)
+    def build_recipe(self, run: TrainConfig, model_cfg: Any, *, train_dir: Path | None,
+                     validation_dir: Path | None, device: torch.device,
+                     log: Callable[[str], None] = print) -> Recipe:
+        """The family's training recipe (training.recipes.contract) on these settings and
+        data."""
+        recipe: Recipe = importlib.import_module(self.recipe_module).Recipe(
+            run, model_cfg, train_dir=train_dir, validation_dir=validation_dir, device=device,
+            log=log)
+        return recipe
 
     @property
     def metric_definitions(self) -> list[dict[str, str]]:

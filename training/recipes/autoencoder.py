@@ -35,6 +35,7 @@ def load(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedAutoen
 class Recipe(ImageRecipe):
     family = "autoencoder"
     cfg: AutoencoderConfig
+    model: Autoencoder
 
     def build(self) -> None:
         self.model = Autoencoder(self.cfg, self.spec).to(self.device)

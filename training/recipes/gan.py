@@ -12,7 +12,7 @@ from training.artifact import Artifact
 from training.loop import optimizer_step
 from training.models.convnets import ImageSpec
 from training.models.gan import GAN, GANConfig
-from training.recipes.image import ImageRecipe, load_image_model
+from training.recipes.image import ImageRecipe, Sampler, load_image_model
 
 #: Generated images per evaluation (Fréchet distance, confidence).
 EVAL_SAMPLES = 1000
@@ -31,7 +31,9 @@ def load(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedGAN:
 
 class Recipe(ImageRecipe):
     family = "gan"
+    sampled_metrics = True
     cfg: GANConfig
+    model: GAN
 
     def build(self) -> None:
         self.model = GAN(self.cfg, self.spec).to(self.device)
@@ -85,6 +87,14 @@ class Recipe(ImageRecipe):
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.model.state_dict())
+
+    def sampler(self) -> Sampler:
+        return self._differentiable_samples
+
+    def _differentiable_samples(self, n: int, y: torch.Tensor | None, noise: torch.Generator
+                                ) -> tuple[torch.Tensor, torch.optim.Optimizer]:
+        """The generator's images; its noise comes from its own (checkpointed) generator."""
+        return (self.model.generator(self.model.noise(n, self.noise_rng), y) + 1) / 2, self.g_opt
 
     @torch.no_grad()
     def samples(self) -> np.ndarray:

@@ -53,10 +53,26 @@ def load_images(train_dir: Path | None, validation_dir: Path | None, *, size: in
     return data, held_out
 
 
+#: (n, classes or None, noise generator) -> n generated images in [0, 1] that gradients
+#: flow back from, and the optimizer of the network that made them.
+Sampler = Callable[[int, torch.Tensor | None, torch.Generator],
+                   tuple[torch.Tensor, torch.optim.Optimizer]]
+
+
 class ImageRecipe(ABC):
+    """Training, evaluation and samples of an image model (see training.recipes.contract)."""
+
     family: ClassVar[str]
+    modality: ClassVar[str] = "image"
+    tokenizer: ClassVar[None] = None
+    #: Whether its metrics depend on sampling noise (evaluation averages them over seeds).
+    sampled_metrics: ClassVar[bool] = False
     #: Whether the family can use class labels (the config's `conditional` may turn it off).
     conditional: bool = False
+    #: Set by a refinement: remakes each training batch (x, y), mixing in rated images.
+    batch_mix: Callable[[torch.Tensor, torch.Tensor | None],
+                        tuple[torch.Tensor, torch.Tensor | None]] | None = None
+    model: torch.nn.Module
 
     def __init__(self, run: TrainConfig, model_cfg: Any, *, train_dir: Path | None,
                  validation_dir: Path | None, device: torch.device,
@@ -96,6 +112,14 @@ class ImageRecipe(ABC):
         """Create the family's networks and optimizers."""
 
     @abstractmethod
+    def train_step(self, lr: float) -> dict[str, float]:
+        """One optimisation step (training.recipes.contract.Trainable)."""
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, float]:
+        """Held-out metrics: Fréchet distance and the family's own."""
+
+    @abstractmethod
     def modules(self) -> list[torch.nn.Module]:
         """The networks, for counting parameters and switching train/eval mode."""
 
@@ -121,6 +145,12 @@ class ImageRecipe(ABC):
     def samples(self) -> np.ndarray:
         """(N, C, S, S) images in [0, 1] for the artifact's samples grid."""
 
+    def sampler(self) -> Sampler | None:
+        """How to draw generated images that gradients flow through, for reward
+        fine-tuning; None for a family without a differentiable sampler (RBM,
+        autoencoder)."""
+        return None
+
     # --- shared --------------------------------------------------------------------
     def num_parameters(self) -> int:
         return sum(p.numel() for m in self.modules() for p in m.parameters())
@@ -130,6 +160,8 @@ class ImageRecipe(ABC):
         idx = torch.randint(len(self.x_train), (self.run.batch_size,), generator=self.batches)
         idx = idx[distributed.current().part(self.run.batch_size)].to(self.device)
         y = self.y_train[idx] if self.conditional and self.y_train is not None else None
+        if self.batch_mix is not None:
+            return self.batch_mix(self.x_train[idx], y)
         return self.x_train[idx], y
 
     def class_batch(self, n: int) -> torch.Tensor | None:

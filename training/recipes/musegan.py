@@ -92,6 +92,11 @@ def sample_tracks(piece_melody: list[tuple[int, int, int]], arranged: np.ndarray
 
 
 class Recipe:
+    """MuseGAN's training (a Recipe of training.recipes.contract, on no shared base)."""
+
+    modality = "music"
+    tokenizer = None
+
     def __init__(self, run: TrainConfig, model_cfg: MuseGANConfig, *, train_dir: Path | None,
                  validation_dir: Path | None, device: torch.device,
                  log: Callable[[str], None] = print) -> None:

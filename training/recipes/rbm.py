@@ -52,6 +52,7 @@ class Chains(nn.Module):
 class Recipe(ImageRecipe):
     family = "rbm"
     cfg: RBMConfig
+    model: RBM
 
     def build(self) -> None:
         self.model = RBM(self.cfg, self.spec).to(self.device)

@@ -173,12 +173,12 @@ class Recipe(SequenceRecipe):
         return token_data.split(corpus.melodies, self.run.val_fraction, self.run.seed,
                                 corpus.source)
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _, loss, _ = self.model(x, y)
         assert loss is not None
         return loss
 
-    def _continuations(self) -> list[tuple[list[Note], list[Note]]]:
+    def continuations(self) -> list[tuple[list[Note], list[Note]]]:
         assert self.vocabulary is not None
         self.model.eval()
         rng = random.Random(self.run.seed)
@@ -197,7 +197,7 @@ class Recipe(SequenceRecipe):
         with tempfile.TemporaryDirectory() as tmp:
             extra: dict[str, Path] = {}
             if self.vocabulary is not None:
-                pairs = self._continuations()
+                pairs = self.continuations()
                 if pairs:
                     metrics = {**metrics, "in_key_share": sum(
                         in_key_share(p, c) for p, c in pairs) / len(pairs)}

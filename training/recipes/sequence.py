@@ -1,7 +1,7 @@
 """What the token-by-token families share: text prepared for them, and the training step.
 
 A sequence recipe holds `train_tokens` and `val_tokens` (one array each), a `model` whose
-`_loss(x, y)` is next-token cross-entropy, and trains on random windows of `window`
+`loss(x, y)` is next-token cross-entropy, and trains on random windows of `window`
 tokens; held-out loss is measured on the same windows every time, beside an n-gram
 baseline's perplexity on the same tokens.
 """
@@ -12,6 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from training import checkpoint, distributed
 from training.config import TrainConfig
 from training.data import tokens as token_data
 from training.data.folder import scan_folder
+from training.data.music import EventVocabulary, Note
 from training.data.text import TextCorpus, load_text_folder
 from training.data.tokenizer import TextTokenizer
 from training.loop import optimizer_step
@@ -64,7 +66,7 @@ class SequenceRecipe(ABC):
 
     run: TrainConfig
     device: torch.device
-    model: torch.nn.Module
+    model: Any  # a next-token network: forward(x, y), generate(), context_limit
     optimizer: torch.optim.Optimizer
     batches: torch.Generator
     train_tokens: np.ndarray
@@ -74,6 +76,11 @@ class SequenceRecipe(ABC):
     #: Characters of held-out text (None for music): perplexities per token depend on the
     #: tokenizer, bits per character do not, so text runs report both.
     val_characters: int | None = None
+    modality: str = "text"
+    data_summary: dict[str, Any]
+    #: what the tokens mean: a text tokenizer, or (melodies) an event vocabulary
+    tokenizer: TextTokenizer | None = None
+    vocabulary: EventVocabulary | None = None
 
     def _setup_training(self, run: TrainConfig, *, vocab_size: int, window: int,
                         window_key: str) -> None:
@@ -96,16 +103,21 @@ class SequenceRecipe(ABC):
         self.baseline = {"ngram_perplexity": ngram_perplexity(
             self.train_tokens, self.val_tokens, vocab_size)}
         if self.val_characters:
-            self.baseline["ngram_bits_per_char"] = self._bits_per_char(
+            self.baseline["ngram_bits_per_char"] = self.bits_per_char(
                 math.log(self.baseline["ngram_perplexity"]))
 
-    def _bits_per_char(self, nats_per_token: float) -> float:
+    def bits_per_char(self, nats_per_token: float) -> float:
+        """A loss in nats per token as bits per character of the held-out text."""
         assert self.val_characters
         return nats_per_token / math.log(2) * len(self.val_tokens) / self.val_characters
 
     @abstractmethod
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of ``model`` on inputs ``x`` and targets ``y``."""
+
+    def continuations(self) -> list[tuple[list[Note], list[Note]]]:
+        """Melodies only: held-out primers with the model's continuation of each."""
+        return []
 
     def state_objects(self) -> dict[str, checkpoint.Stateful]:
         return {"model": self.model, "optimizer": self.optimizer, "batches": self.batches}
@@ -115,7 +127,7 @@ class SequenceRecipe(ABC):
         x, y = token_data.windows(self.train_tokens, self.batches, self.run.batch_size,
                                   self.window, self.device,
                                   rows=distributed.current().part(self.run.batch_size))
-        loss = self._loss(x, y)
+        loss = self.loss(x, y)
         optimizer_step(self.optimizer, loss, lr=lr, grad_clip=self.run.grad_clip)
         return {"train_loss": loss.item(), "tokens": float(x.numel())}
 
@@ -123,8 +135,8 @@ class SequenceRecipe(ABC):
         """Held-out loss and perplexity, beside the n-gram baseline's perplexity."""
         self.model.eval()
         out = token_data.held_out_loss(
-            self._loss, self.val_tokens, batches=self.run.eval_batches,
+            self.loss, self.val_tokens, batches=self.run.eval_batches,
             batch_size=self.run.batch_size, length=self.window, device=self.device)
         if self.val_characters:
-            out["val_bits_per_char"] = self._bits_per_char(out["val_loss"])
+            out["val_bits_per_char"] = self.bits_per_char(out["val_loss"])
         return {**out, **self.baseline}

@@ -51,6 +51,8 @@ def load(artifact: Artifact, device: str | torch.device = "cpu") -> LanguageMode
 
 
 class Recipe(SequenceRecipe):
+    tokenizer: TextTokenizer
+
     def __init__(
         self,
         run: TrainConfig,
@@ -95,7 +97,7 @@ class Recipe(SequenceRecipe):
             f"data: {len(self.train_tokens):,} train / {len(self.val_tokens):,} held-out tokens; "
             f"trigram baseline perplexity {self.baseline['ngram_perplexity']:.1f}")
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _, loss = self.model(x, y)
         assert loss is not None
         return loss

@@ -12,7 +12,7 @@ from training.artifact import Artifact
 from training.loop import optimizer_step
 from training.models.convnets import ImageSpec
 from training.models.vae import VAE, VAEConfig
-from training.recipes.image import ImageRecipe, load_image_model
+from training.recipes.image import ImageRecipe, Sampler, load_image_model
 
 #: Generated images per evaluation (Fréchet distance, confidence).
 EVAL_SAMPLES = 1000
@@ -31,7 +31,9 @@ def load(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedVAE:
 
 class Recipe(ImageRecipe):
     family = "vae"
+    sampled_metrics = True
     cfg: VAEConfig
+    model: VAE
 
     def build(self) -> None:
         self.model = VAE(self.cfg, self.spec).to(self.device)
@@ -66,6 +68,15 @@ class Recipe(ImageRecipe):
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.model.state_dict())
+
+    def sampler(self) -> Sampler:
+        return self._differentiable_samples
+
+    def _differentiable_samples(self, n: int, y: torch.Tensor | None, noise: torch.Generator
+                                ) -> tuple[torch.Tensor, torch.optim.Optimizer]:
+        """The decoder's mean images of prior draws."""
+        z = torch.randn((n, self.model.latent_dim), generator=noise, device=self.device)
+        return torch.sigmoid(self.model.decode(z, y)), self.optimizer
 
     @torch.no_grad()
     def samples(self) -> np.ndarray:

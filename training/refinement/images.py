@@ -16,17 +16,16 @@ from training.data.errors import DataError
 from training.feedback import FeedbackError, FeedbackSet, GenerationRecord
 from training.loop import optimizer_step
 from training.rebuild import Rebuilt
-
-#: Settings a refinement starts from, unless the job sets them: a short, gentle run.
+from training.recipes.image import ImageRecipe, Sampler
 from training.refinement.config import RefineConfig
 
 
 class ImageRefinement:
     """The family's own objective on batches mixing well-rated images and training data."""
 
-    def __init__(self, rebuilt: Rebuilt, feedback: FeedbackSet, cfg: RefineConfig,
-                 log: Callable[[str], None]) -> None:
-        self.recipe, self.run, self.cfg = rebuilt.recipe, rebuilt.run, cfg
+    def __init__(self, recipe: ImageRecipe, rebuilt: Rebuilt, feedback: FeedbackSet,
+                 cfg: RefineConfig, log: Callable[[str], None]) -> None:
+        self.recipe, self.run, self.cfg = recipe, rebuilt.run, cfg
         self.family = family = rebuilt.family.name
         weights: dict[str, float] = {}
         records: dict[str, GenerationRecord] = {}
@@ -80,7 +79,8 @@ class ImageRefinement:
         self.w = torch.tensor([weights[g] for g in records], dtype=torch.float)
         self.reward: torch.nn.Module | None = None
         self.noise = torch.Generator(device=self.recipe.device).manual_seed(self.run.seed + 5)
-        if self.family in ("gan", "vae") and len(set(scores.values())) > 1:
+        self.sampler: Sampler | None = recipe.sampler()
+        if self.sampler is not None and len(set(scores.values())) > 1:
             judged = torch.from_numpy(np.stack([self._image(all_records[g])
                                                 for g in scores]))
             self.reward = fit_reward(judged, torch.tensor(list(scores.values())),
@@ -94,8 +94,7 @@ class ImageRefinement:
                 raise DataError(f"the feedback channel holds no ratings of {cfg.min_rating} "
                                 f"or more and no preferences of {family} generations: "
                                 f"nothing to refine on")
-            self._train_batch = self.recipe.batch
-            self.recipe.batch = self._mixed_batch  # the family's train_step draws the mix
+            recipe.batch_mix = self._mix  # the family's train_step draws the mix
             self.method = "rating-weighted fine-tuning"
             log(f"refining by {self.method}: {len(records)} rated images "
                 f"({self.ratings_used} ratings >= {cfg.min_rating}, {chosen} preferred), "
@@ -135,8 +134,10 @@ class ImageRefinement:
         raise FeedbackError(f"generations/{record.generation_id}.json: class {value!r} is "
                             f"not one of this model's classes {classes}")
 
-    def _mixed_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x, y = self._train_batch()
+    def _mix(self, x: torch.Tensor, y: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A training batch with `feedback_share` of its rows swapped for rated images,
+        drawn in proportion to their rating."""
         n = max(1, round(len(x) * self.cfg.feedback_share))
         picks = torch.multinomial(self.w, n, replacement=True, generator=self.recipe.batches)
         picks = picks.to(self.recipe.device)
@@ -158,14 +159,8 @@ class ImageRefinement:
         y = recipe.class_batch(n)
         if y is not None:
             y = y[torch.randperm(n, generator=recipe.batches).to(y.device)]
-        if self.family == "gan":
-            images = (recipe.model.generator(recipe.model.noise(n, recipe.noise_rng), y) + 1) / 2
-            optimizer = recipe.g_opt
-        else:
-            z = torch.randn((n, recipe.model.latent_dim), generator=self.noise,
-                            device=recipe.device)
-            images = torch.sigmoid(recipe.model.decode(z, y))  # the decoder's mean images
-            optimizer = recipe.optimizer
+        assert self.sampler is not None  # a reward model is fit only for such families
+        images, optimizer = self.sampler(n, y, self.noise)
         reward = self.reward(images).mean()
         # A separate step, so the weight scales its rate: Adam ignores a loss's scale.
         optimizer_step(optimizer, -reward, lr=lr * self.cfg.reward_weight,

@@ -16,6 +16,8 @@ from training.contract import ChannelError
 from training.data.errors import DataError
 from training.feedback import FeedbackError, FeedbackSet, read_feedback
 from training.rebuild import Rebuilt
+from training.recipes.image import ImageRecipe
+from training.recipes.sequence import SequenceRecipe
 from training.refinement.config import RefineConfig
 from training.refinement.images import ImageRefinement
 from training.refinement.sequences import SequenceRefinement
@@ -38,9 +40,15 @@ def find_artifact(channel: Path) -> Path:
 
 def refinement_for(rebuilt: Rebuilt, feedback: FeedbackSet, cfg: RefineConfig,
                    log: Callable[[str], None]) -> SequenceRefinement | ImageRefinement:
-    if rebuilt.family.name in ("transformer", "rnn"):
-        return SequenceRefinement(rebuilt, feedback, cfg, log)
-    return ImageRefinement(rebuilt, feedback, cfg, log)
+    """The method for the recipe's kind: preferences for sequence models, ratings and a
+    reward model for image models."""
+    recipe = rebuilt.recipe
+    if isinstance(recipe, SequenceRecipe):
+        return SequenceRefinement(recipe, rebuilt, feedback, cfg, log)
+    if isinstance(recipe, ImageRecipe):
+        return ImageRefinement(recipe, rebuilt, feedback, cfg, log)
+    raise DataError(f"{rebuilt.family.name} models are not refined from feedback yet: "
+                    f"retrain on a data folder that holds what people preferred")
 
 
 def parent_lineage(parent: Artifact, refinement: SequenceRefinement | ImageRefinement,

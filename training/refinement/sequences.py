@@ -16,8 +16,7 @@ from training.data.errors import DataError
 from training.feedback import FeedbackError, FeedbackSet, GenerationRecord
 from training.loop import optimizer_step
 from training.rebuild import Rebuilt
-
-#: Settings a refinement starts from, unless the job sets them: a short, gentle run.
+from training.recipes.sequence import SequenceRecipe
 from training.refinement.config import RefineConfig
 
 
@@ -72,14 +71,15 @@ def _pad(rows: list[tuple[list[int], list[int]]], limit: int, device: torch.devi
 class SequenceRefinement:
     """DPO on pairs, else fine-tuning on well-rated outputs, for a sequence recipe."""
 
-    def __init__(self, rebuilt: Rebuilt, feedback: FeedbackSet, cfg: RefineConfig,
-                 log: Callable[[str], None]) -> None:
-        self.recipe, self.run, self.cfg = rebuilt.recipe, rebuilt.run, cfg
-        self.modality = getattr(self.recipe, "modality", "text")
+    def __init__(self, recipe: SequenceRecipe, rebuilt: Rebuilt, feedback: FeedbackSet,
+                 cfg: RefineConfig, log: Callable[[str], None]) -> None:
+        self.recipe, self.run, self.cfg = recipe, rebuilt.run, cfg
+        self.modality = recipe.modality
         family = rebuilt.family.name
         self.pairs = [(self._encode(c), self._encode(r)) for c, r in feedback.preferences()
                       if c.family == family and r.family == family]
         self.pairs = [(c, r) for c, r in self.pairs if c[1] and r[1]]
+        self.liked: list[tuple[list[int], list[int]]] = []
         liked = {g.generation_id: g for g, rating in feedback.ratings()
                  if rating >= cfg.min_rating and g.family == family}
         self.ratings_used = len(liked)
@@ -105,7 +105,7 @@ class SequenceRefinement:
                 self.ref_chosen = self._logprob([c for c, _ in self.pairs])
                 self.ref_rejected = self._logprob([r for _, r in self.pairs])
         log(f"refining by {self.method}: {len(self.pairs)} preference pairs, "
-            f"{len(getattr(self, 'liked', []))} well-rated outputs")
+            f"{len(self.liked)} well-rated outputs")
 
     def _encode(self, record: GenerationRecord) -> tuple[list[int], list[int]]:
         """(prompt ids, completion ids) of a generation, in the model's vocabulary."""
@@ -116,7 +116,9 @@ class SequenceRefinement:
             if not isinstance(text, str) or prompt is None:
                 raise FeedbackError(f"{where}: a text generation needs a string 'inputs' and "
                                     f"output.text")
-            return self.recipe.tokenizer.encode(prompt), self.recipe.tokenizer.encode(text)
+            tokenizer = self.recipe.tokenizer
+            assert tokenizer is not None  # text data
+            return tokenizer.encode(prompt), tokenizer.encode(text)
         return self._encode_melody(record, where)
 
     def _encode_melody(self, record: GenerationRecord, where: str
@@ -124,6 +126,7 @@ class SequenceRefinement:
         from training.data.music import Note, parse_midi
 
         vocab = self.recipe.vocabulary
+        assert vocab is not None  # melodies
         primer_raw = record.inputs.get("primer") if isinstance(record.inputs, Mapping) \
             else record.inputs
         midi = record.output.get("midi_base64")
@@ -149,7 +152,7 @@ class SequenceRefinement:
     def _anchor(self) -> torch.Tensor:
         x, y = token_data.windows(self.recipe.train_tokens, self.recipe.batches,
                                   self.run.batch_size, self.recipe.window, self.recipe.device)
-        return self.recipe._loss(x, y)
+        return self.recipe.loss(x, y)
 
     def train_step(self, lr: float) -> dict[str, float]:
         model = self.recipe.model
