@@ -43,8 +43,8 @@ from bench.loadclient import Connection
 from bench.machine import Report, interleaved
 from training.artifact import load_artifact, write_artifact
 from training.data.text import bundled_corpus
-from training.data.tokenizer import TextTokenizer
 from training.models.decoding import GPTSlots
+from training.models.formats.tokenizer import TextTokenizer
 from training.models.transformer import GPT, TransformerConfig
 
 SHAPE = dict(block_size=256, n_layer=6, n_head=8, n_embd=512)
@@ -270,9 +270,9 @@ async def request_load(url: str, payload: dict[str, Any], concurrency: int, tota
 # --- offline references -----------------------------------------------------------------
 def offline_batch_rate(artifact: Path, batch: int, new: int) -> float:
     """The model's own decode tokens/s at ``batch`` sequences, in this process."""
-    from training.recipes.transformer import load
+    from training.models.transformer import from_artifact
 
-    model = load(load_artifact(artifact)).model
+    model = from_artifact(load_artifact(artifact)).model
     slots = GPTSlots(model, batch)
     slots.prefill([[1, 2, 3, i + 4] for i in range(batch)])
     tokens = [5] * batch

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from genkiln.client import EndpointClient
+from inference.settings import GENKILN_LOG_LEVEL
 from training.local import train_locally
 
 READY_TIMEOUT_SECONDS = 120
@@ -40,7 +41,7 @@ def run_demo(*, model_dir: Path, seconds: float, prompt: str, port: int = 0) -> 
     print(f"\n== 2/3 serving {model_dir} on http://127.0.0.1:{port}", flush=True)
     server = subprocess.Popen(
         [sys.executable, "-m", "genkiln", "serve", str(model_dir), "--port", str(port)],
-        env={**os.environ, "GENKILN_LOG_LEVEL": "WARNING"})
+        env={**os.environ, GENKILN_LOG_LEVEL: "warning"})
     client = EndpointClient(url=f"http://127.0.0.1:{port}")
     try:
         started = time.monotonic()

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from genkiln import launch, sagemaker_sdk
+from inference import settings as serving
 from infra import layout
 from infra.instances import volume_key
 
@@ -191,12 +192,19 @@ def deploy(args: argparse.Namespace) -> int:
 
 
 def _parse_env(pairs: list[str]) -> dict[str, str]:
+    """--env KEY=VALUE pairs; a GENKILN_ name the server does not read is refused (a typo
+    would otherwise be ignored by the endpoint), and every value is checked as the server
+    will check it at start-up."""
     environment = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--env takes KEY=VALUE, not {pair!r}")
+        if key.startswith("GENKILN_") and key not in serving.NAMES:
+            raise ValueError(f"--env {key}: the server reads no such variable; it reads "
+                             f"{', '.join(sorted(n for n in serving.NAMES if 'GENKILN_' in n))}")
         environment[key] = value
+    serving.ServingSettings.from_env(environment)
     return environment
 
 
@@ -324,7 +332,7 @@ def deploy_to_sagemaker(args: argparse.Namespace, targets: launch.AwsTargets, *,
         kms_key_arn=targets.kms_key_arn,
         subnet_ids=targets.subnet_ids,
         security_group_ids=targets.security_group_ids,
-        network_isolation="GENKILN_FEEDBACK_URI" not in environment,
+        network_isolation=serving.GENKILN_FEEDBACK_URI not in environment,
         capture_s3_uri=(f"s3://{targets.capture_bucket}/{layout.CAPTURE}"
                         if targets.capture_bucket else None),
     )

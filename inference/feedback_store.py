@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from training import environment as env
+from inference.settings import GENKILN_FEEDBACK_URI, FeedbackSettings
 from training.feedback import (
     GENERATIONS,
     FeedbackConflict,
@@ -54,11 +52,11 @@ class S3FeedbackStore:
     def __init__(self, uri: str, *, kms_key_id: str | None = None, s3_client: Any = None
                  ) -> None:
         if not uri.startswith("s3://"):
-            raise ValueError(f"{env.GENKILN_FEEDBACK_URI} must look like "
+            raise ValueError(f"{GENKILN_FEEDBACK_URI} must look like "
                              f"s3://bucket/prefix/; got {uri!r}")
         bucket, _, prefix = uri[len("s3://"):].partition("/")
         if not bucket:
-            raise ValueError(f"{env.GENKILN_FEEDBACK_URI} names no bucket: {uri!r}")
+            raise ValueError(f"{GENKILN_FEEDBACK_URI} names no bucket: {uri!r}")
         self.bucket = bucket
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self.kms_key_id = kms_key_id
@@ -112,16 +110,12 @@ class DescribedLocalStore(LocalFeedbackStore):
         return str(self.root)
 
 
-def store_from_environment(environ: Mapping[str, str] | None = None
-                           ) -> FeedbackStore | None:
-    """The store the environment asks for, or None when capture is off."""
-    environ = os.environ if environ is None else environ
-    if environ.get(env.GENKILN_FEEDBACK, "").strip().lower() in ("off", "false", "0", "no"):
+def store_for(settings: FeedbackSettings) -> FeedbackStore | None:
+    """The store the settings ask for, or None when capture is off."""
+    if not settings.enabled:
         return None
-    uri = environ.get(env.GENKILN_FEEDBACK_URI, "").strip()
-    if uri:
-        return S3FeedbackStore(uri, kms_key_id=environ.get(env.GENKILN_FEEDBACK_KMS_KEY_ID)
-                               or None)
-    directory = environ.get(env.GENKILN_FEEDBACK_DIR, "").strip()
-    root = Path(directory) if directory else Path(tempfile.gettempdir()) / "genkiln-feedback"
+    if settings.uri:
+        return S3FeedbackStore(settings.uri, kms_key_id=settings.kms_key_id or None)
+    root = Path(settings.directory) if settings.directory \
+        else Path(tempfile.gettempdir()) / "genkiln-feedback"
     return DescribedLocalStore(root)

@@ -26,7 +26,7 @@ from inference import capture, openai_api
 from inference.errors import ClientError
 from inference.handlers import Handler
 from inference.handlers.transformer import TextGenerationHandler
-from training.data.tokenizer import END_OF_TEXT
+from training.models.formats.tokenizer import END_OF_TEXT
 
 JSON_LINES = "application/jsonlines"
 EVENT_STREAM = "text/event-stream"

@@ -3,7 +3,7 @@ text-generation-inference offers them (on `/v1/chat/completions`, `/v1/completio
 SageMaker's `/invocations` when the body carries `messages` or `prompt`).
 
 A chat request's messages are rendered into one prompt by the artifact's chat template
-(training.data.chat_template), in a sandboxed Jinja environment, as Hugging Face's
+(training.models.formats.chat_template), in a sandboxed Jinja environment, as Hugging Face's
 tokenizers render theirs. Both kinds then run as TGI requests (inference.schema), and
 their answers and stream events are rewritten into OpenAI's shapes here:
 

@@ -33,8 +33,11 @@ from inference.errors import ClientError
 from inference.handlers import ContinuousHandler, Handler, MicroBatchHandler
 from inference.handlers.contract import Job
 from inference.microbatch import MicroBatcher
-from inference.settings import ServingSettings
-from training import environment as env
+from inference.settings import (
+    GENKILN_MAX_CONCURRENT_REQUESTS,
+    GENKILN_REQUEST_TIMEOUT_SECONDS,
+    ServingSettings,
+)
 
 log = logging.getLogger("genkiln.serve")
 
@@ -44,14 +47,14 @@ _END = object()
 def _overloaded(limit: int) -> ClientError:
     return ClientError(
         f"the server is at its limit of {limit} concurrent requests; retry shortly, or raise "
-        f"{env.GENKILN_MAX_CONCURRENT_REQUESTS} or add instances", status=429,
+        f"{GENKILN_MAX_CONCURRENT_REQUESTS} or add instances", status=429,
         error_type="overloaded")
 
 
 def _timed_out(seconds: float) -> ClientError:
     return ClientError(
         f"the request could not be served within {seconds:g} s "
-        f"({env.GENKILN_REQUEST_TIMEOUT_SECONDS}); retry, ask for fewer tokens or images, "
+        f"({GENKILN_REQUEST_TIMEOUT_SECONDS}); retry, ask for fewer tokens or images, "
         f"or add instances", status=503, error_type="overloaded")
 
 

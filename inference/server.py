@@ -29,7 +29,6 @@ import contextlib
 import ctypes
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -51,7 +50,7 @@ from starlette.exceptions import HTTPException
 
 from inference import capture, invocation
 from inference.errors import ClientError
-from inference.feedback_store import FeedbackStore, store_from_environment
+from inference.feedback_store import FeedbackStore, store_for
 from inference.handlers import Binary, Handler, load_handler
 from inference.intake import parse_body
 from inference.invocation import Framing, Prepared, Route
@@ -68,14 +67,11 @@ from inference.schema import (
 )
 from inference.settings import ServingSettings
 from inference.threads import fit_threads, one_model_per_process
-from training import environment as env
 from training.artifact import ArtifactError, artifact_sha256, load_artifact
 
 log = logging.getLogger("genkiln.serve")
 
 #: SageMaker real-time endpoints carry request bodies up to 6 MB.
-MAX_REQUEST_BYTES = 6 * 1024 * 1024
-DEFAULT_PORT = 8080
 #: After a body this large, the allocator is asked to hand freed memory back to the OS.
 LARGE_BODY = 1024 * 1024
 
@@ -109,11 +105,11 @@ class ModelState:
     def load(self) -> None:
         try:
             artifact = load_artifact(self.model_dir)
-            handler = load_handler(artifact, self.device)
-            fit_threads(handler.probe)
+            handler = load_handler(artifact, self.device, self.settings)
+            fit_threads(handler.probe, forced=self.settings.num_threads)
             self.scheduler = Scheduler(handler, self.settings)
             self.manifest = artifact.manifest
-            self.model_id = os.environ.get(env.GENKILN_MODEL_ID) or \
+            self.model_id = self.settings.model_id or \
                 f"genkiln-{artifact.family}-{artifact_sha256(artifact.directory)[:12]}"
             self.loaded_at = int(time.time())
             self.handler = handler
@@ -193,13 +189,13 @@ def create_app(model_dir: Path, *, device: str = "cpu",
                max_request_bytes: int | None = None,
                settings: ServingSettings | None = None,
                feedback_store: FeedbackStore | None = _FROM_ENVIRONMENT) -> FastAPI:
-    limit = max_request_bytes or int(os.environ.get(env.GENKILN_MAX_REQUEST_BYTES,
-                                                    MAX_REQUEST_BYTES))
     # One model per process; the settings come from the environment unless given.
-    state = ModelState(model_dir=Path(model_dir), device=device,
-                       settings=settings or ServingSettings.from_env())
+    settings = settings or ServingSettings.from_env()
+    limit = settings.max_request_bytes if max_request_bytes is None else max_request_bytes
+    state = ModelState(model_dir=Path(model_dir), device=device, settings=settings)
     # Records are written beside generation, never in its way.
-    store = store_from_environment() if feedback_store is _FROM_ENVIRONMENT else feedback_store
+    store = store_for(settings.feedback) if feedback_store is _FROM_ENVIRONMENT \
+        else feedback_store
     recorder = ThreadPoolExecutor(max_workers=4, thread_name_prefix="genkiln-feedback")
     # Bodies are taken apart here, off the event loop.
     intake = ThreadPoolExecutor(max_workers=2, thread_name_prefix="genkiln-intake")
@@ -478,13 +474,14 @@ class _DrainingServer(uvicorn.Server):
 def serve(model_dir: Path, *, host: str = "0.0.0.0", port: int | None = None,
           device: str = "auto") -> None:
     """Run the server until SIGTERM or Ctrl-C; in-flight requests drain first."""
-    level = os.environ.get(env.GENKILN_LOG_LEVEL, "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    port = port or int(os.environ.get(env.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
+    settings = ServingSettings.from_env()  # read once, here
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     one_model_per_process()
-    app = create_app(model_dir, device=pick_device(device))
+    app = create_app(model_dir, device=pick_device(device), settings=settings)
     state: ModelState = app.state.model
-    config = uvicorn.Config(app, host=host, port=port, log_level=level.lower(),
+    config = uvicorn.Config(app, host=host, port=port or settings.port,
+                            log_level=settings.log_level,
                             timeout_graceful_shutdown=int(state.settings.shutdown_grace_s),
                             access_log=False)
     _DrainingServer(config, state).run()

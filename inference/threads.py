@@ -15,8 +15,6 @@ from collections.abc import Callable
 
 import torch
 
-from training import environment as env
-
 log = logging.getLogger("genkiln.serve")
 
 
@@ -28,12 +26,13 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def fit_threads(probe: Callable[[], object], *, rounds: int = 3) -> int:
-    """Set torch's intra-op threads to the faster of 1 and all cores for ``probe``."""
-    forced = os.environ.get(env.GENKILN_NUM_THREADS)
+def fit_threads(probe: Callable[[], object], *, forced: int | None = None,
+                rounds: int = 3) -> int:
+    """Set torch's intra-op threads to the faster of 1 and all cores for ``probe`` (or to
+    ``forced``, GENKILN_NUM_THREADS)."""
     if forced:
-        torch.set_num_threads(int(forced))
-        return int(forced)
+        torch.set_num_threads(forced)
+        return forced
     cores = available_cores()
     candidates = sorted({1, cores})
     best: dict[int, float] = {}

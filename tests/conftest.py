@@ -129,8 +129,9 @@ def write_chorale_midis(root: Path, count: int) -> Path:
     (soprano, alto, tenor, bass tracks): real music in a user's folder."""
     from music21 import corpus
 
-    from training.data.midi import write_tracks
-    from training.data.pianoroll import TRACKS, chorale_of, steps_to_quarters
+    from training.data.pianoroll import chorale_of
+    from training.models.formats.midi import write_tracks
+    from training.models.formats.pianoroll import TRACKS, steps_to_quarters
 
     root.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -183,7 +184,7 @@ def musegan_artifact(tmp_path_factory: pytest.TempPathFactory, chorale_dir: Path
 def melody_rnn_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A melody RNN trained for a few steps on scales in eight keys (MIDI files)."""
     from tests.unit.test_rnn import TINY_RNN, melody
-    from training.data.midi import write_midi
+    from training.models.formats.midi import write_midi
 
     data = tmp_path_factory.mktemp("melodies")
     for i, key in enumerate([60, 62, 64, 65, 67, 69, 55, 57]):

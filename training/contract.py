@@ -18,14 +18,11 @@ very same code (see ``training.local``).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training import environment as env
-
-DEFAULT_ROOT = Path("/opt/ml")
+from training.settings import JobSettings
 
 #: SageMaker keeps this many characters of output/failure as the job's FailureReason.
 FAILURE_REASON_LIMIT = 1024
@@ -62,11 +59,15 @@ def _read_json(path: Path) -> Any:
 class OptMl:
     """The ``/opt/ml`` tree of one training run."""
 
-    root: Path = DEFAULT_ROOT
+    root: Path = JobSettings.opt_ml
+    #: what the job's environment moves elsewhere (SM_MODEL_DIR, SM_CHANNEL_*, ...)
+    settings: JobSettings = field(default_factory=JobSettings)
 
     @classmethod
     def from_environment(cls) -> OptMl:
-        return cls(Path(os.environ.get(env.GENKILN_OPT_ML, str(DEFAULT_ROOT))))
+        """The job's own tree, as its environment describes it (read here, once)."""
+        settings = JobSettings.from_env()
+        return cls(settings.opt_ml, settings)
 
     # --- paths -------------------------------------------------------------------
     @property
@@ -87,7 +88,7 @@ class OptMl:
 
     @property
     def model_dir(self) -> Path:
-        return Path(os.environ.get(env.SM_MODEL_DIR, str(self.root / "model")))
+        return self.settings.model_dir or self.root / "model"
 
     @property
     def output_dir(self) -> Path:
@@ -95,7 +96,7 @@ class OptMl:
 
     @property
     def output_data_dir(self) -> Path:
-        return Path(os.environ.get(env.SM_OUTPUT_DATA_DIR, str(self.output_dir / "data")))
+        return self.settings.output_data_dir or self.output_dir / "data"
 
     @property
     def failure_path(self) -> Path:
@@ -133,8 +134,7 @@ class OptMl:
         reason to fall back to a default data set.
         """
         declared = name in self.declared_channels()
-        override = os.environ.get(env.SM_CHANNEL_PREFIX + name.upper())
-        path = Path(override) if override else self.root / "input" / "data" / name
+        path = self.settings.channels.get(name.lower()) or self.root / "input" / "data" / name
         has_files = path.is_dir() and any(p.is_file() for p in path.rglob("*"))
         if declared and not path.is_dir():
             raise ChannelError(f"channel '{name}' is declared but {path} does not exist")

@@ -24,7 +24,6 @@ import torch.distributed as dist
 from torch import nn
 
 #: Port of the rendezvous on the first host of a multi-host job (torchrun's default).
-DEFAULT_PORT = 29500
 #: How long to wait for hosts to resolve and for every worker to join.
 JOIN_TIMEOUT_S = 600
 
@@ -74,13 +73,12 @@ def current() -> World:
     return _world
 
 
-def processes_per_host(setting: int) -> int:
-    """``processes_per_host`` resolved: 0 means one per visible GPU (one on CPU)."""
+def processes_per_host(setting: int, gpus: int | None = None) -> int:
+    """``processes_per_host`` resolved: 0 means one per GPU (SageMaker's count, else the
+    ones torch sees; one on CPU)."""
     if setting > 0:
         return setting
-    gpus = os.environ.get("SM_NUM_GPUS")
-    count = int(gpus) if gpus and gpus.isdigit() else torch.cuda.device_count()
-    return max(1, count)
+    return max(1, torch.cuda.device_count() if gpus is None else gpus)
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ on any failure a one-line reason in `output/failure` and a non-zero exit.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -93,7 +92,8 @@ def _settings(opt_ml: OptMl, overrides: Mapping[str, str]) -> tuple[Family, Trai
 def rendezvous(opt_ml: OptMl, family: Family, cfg: TrainConfig) -> Rendezvous | None:
     """How this host joins a data-parallel world, or None to train in this process."""
     cluster = opt_ml.resource_config()
-    per_host = distributed.processes_per_host(cfg.processes_per_host)
+    per_host = distributed.processes_per_host(cfg.processes_per_host,
+                                              opt_ml.settings.num_gpus)
     size = len(cluster.hosts) * per_host
     if size == 1:
         return None
@@ -111,7 +111,7 @@ def rendezvous(opt_ml: OptMl, family: Family, cfg: TrainConfig) -> Rendezvous | 
         address, port = "127.0.0.1", distributed.free_port()
     else:
         address = distributed.resolve(cluster.hosts[0])
-        port = int(os.environ.get("MASTER_PORT", distributed.DEFAULT_PORT))
+        port = opt_ml.settings.master_port
     return Rendezvous(host_rank=cluster.rank, hosts=len(cluster.hosts), per_host=per_host,
                       address=address, port=port)
 

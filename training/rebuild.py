@@ -22,9 +22,8 @@ from training.config import TrainConfig
 from training.data.errors import DataError
 from training.hyperparameters import HyperparameterError, build, check_known
 from training.models import Family, get_family
+from training.models.transformer import TIED_HEAD
 from training.recipes.contract import Recipe
-
-_TIED = "lm_head.weight"  # the Transformer's head shares the embedding's weights
 
 
 def _as_string(value: Any) -> str:
@@ -87,13 +86,13 @@ def _load_weights(artifact: Artifact, recipe: Recipe) -> None:
         raise ArtifactError(f"{artifact.directory}: its weights do not fit a model built on "
                             f"the data given ({' '.join(str(exc).split())[:300]}); give the "
                             f"data it was trained on") from None
-    if set(missing) - {_TIED} or unexpected:
+    if set(missing) - {TIED_HEAD} or unexpected:
         raise ArtifactError(f"{artifact.directory}: weights do not match its model_args "
-                            f"(missing {sorted(set(missing) - {_TIED})}, unexpected "
+                            f"(missing {sorted(set(missing) - {TIED_HEAD})}, unexpected "
                             f"{sorted(unexpected)})")
     tokenizer = recipe.tokenizer
     if tokenizer is not None:
-        from training.data.tokenizer import TextTokenizer
+        from training.models.formats.tokenizer import TextTokenizer
 
         saved = TextTokenizer.from_file(artifact.path("tokenizer.json"))
         if saved.vocabulary() != tokenizer.vocabulary():

@@ -16,12 +16,13 @@ from inference.handlers.contract import (
     Handler,
     MicroBatchHandler,
 )
+from inference.settings import DEFAULTS, ServingSettings
 from training.artifact import Artifact, ArtifactError
 
 __all__ = ["HANDLERS", "Batching", "Binary", "ContinuousHandler", "Description", "Handler",
            "MicroBatchHandler", "load_handler"]
 
-#: family -> "module:callable" building its handler from (artifact, device).
+#: family -> "module:callable" building its handler from (artifact, device, settings).
 HANDLERS = {
     "transformer": "inference.handlers.transformer:TextGenerationHandler",
     "rnn": "inference.handlers.rnn:handler_for",  # music or text, by the artifact's data
@@ -33,13 +34,14 @@ HANDLERS = {
 }
 
 
-def load_handler(artifact: Artifact, device: str = "cpu") -> Handler:
+def load_handler(artifact: Artifact, device: str = "cpu",
+                 settings: ServingSettings = DEFAULTS) -> Handler:
     target = HANDLERS.get(artifact.family)
     if target is None:
         raise ArtifactError(
             f"{artifact.directory} holds a {artifact.family!r} model, which this server "
             f"cannot serve (it serves {', '.join(sorted(HANDLERS))})")
     module, _, name = target.partition(":")
-    handler = getattr(importlib.import_module(module), name)(artifact, device)
+    handler = getattr(importlib.import_module(module), name)(artifact, device, settings)
     assert isinstance(handler, Handler), f"{target} built a {type(handler).__name__}"
     return handler

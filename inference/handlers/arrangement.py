@@ -17,10 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from inference.errors import ClientError, midi_from_base64
 from inference.handlers.contract import Binary
 from inference.seeds import fresh_seed
-from training.data.errors import DataError
-from training.data.midi import write_tracks
-from training.data.pianoroll import melody_of_midi, picture
-from training.data.png import encode_png
+from training.models.formats.midi import MidiError, write_tracks
+from training.models.formats.pianoroll import melody_of_midi, picture
+from training.models.formats.png import encode_png
 
 MIDI, PNG = "audio/midi", "image/png"
 MAX_BARS = 32  # 32 bars of 4/4: about a minute and a half at 100 bpm
@@ -85,7 +84,7 @@ def melody_of(melody: Sequence[MelodyNote] | None, melody_midi: str | None
         data = midi_from_base64(melody_midi, "melody_midi")
         try:
             notes = melody_of_midi(data, "melody_midi")
-        except DataError as exc:
+        except MidiError as exc:
             raise ClientError(f"{exc}; send a Standard MIDI File (.mid)") from None
     elif melody is not None:
         notes = [(n.pitch, n.start, n.duration) for n in melody]

@@ -7,8 +7,9 @@ from typing import Any, Literal
 import torch
 
 from inference.handlers.image import Decoded, ImageHandler, Kind, OneImageRequest
+from inference.settings import DEFAULTS, ServingSettings
 from training.artifact import Artifact
-from training.recipes.autoencoder import load
+from training.models.autoencoder import from_artifact
 
 
 class EncodeRequest(OneImageRequest):
@@ -22,8 +23,9 @@ class ScoreRequest(OneImageRequest):
 class AutoencoderHandler(ImageHandler):
     family = "autoencoder"
 
-    def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
-        loaded = load(artifact, device)
+    def __init__(self, artifact: Artifact, device: str = "cpu",
+                 settings: ServingSettings = DEFAULTS) -> None:
+        loaded = from_artifact(artifact, device)
         super().__init__(loaded.spec, device, {
             "encode": Kind(EncodeRequest, self.encode, self.encode_batch),
             "score": Kind(ScoreRequest, self.score, self.score_batch)})

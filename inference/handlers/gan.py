@@ -7,15 +7,17 @@ from typing import Any
 import torch
 
 from inference.handlers.image import Decoded, ImageHandler, Kind, SampleRequest
+from inference.settings import DEFAULTS, ServingSettings
 from training.artifact import Artifact
-from training.recipes.gan import load
+from training.models.gan import from_artifact
 
 
 class GANHandler(ImageHandler):
     family = "gan"
 
-    def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
-        loaded = load(artifact, device)
+    def __init__(self, artifact: Artifact, device: str = "cpu",
+                 settings: ServingSettings = DEFAULTS) -> None:
+        loaded = from_artifact(artifact, device)
         super().__init__(loaded.spec, device, {
             "sample": Kind(SampleRequest, self.sample, self.sample_batch, images=True)})
         self.model = loaded.model

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from inference.errors import ClientError, from_validation_error
 from inference.handlers.contract import Binary, Description, MicroBatchHandler
 from inference.seeds import fresh_seed
-from training.data.png import encode_png, grid
 from training.models.convnets import ImageSpec
+from training.models.formats.png import encode_png, grid
 
 PNG = "image/png"
 MAX_IMAGES = 64

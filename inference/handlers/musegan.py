@@ -35,8 +35,9 @@ from inference.handlers.arrangement import (
     seed_or_new,
 )
 from inference.handlers.contract import Description, Handler
+from inference.settings import DEFAULTS, ServingSettings
 from training.artifact import Artifact
-from training.data.pianoroll import (
+from training.models.formats.pianoroll import (
     PITCHES,
     STEPS_PER_BAR,
     STEPS_PER_QUARTER,
@@ -47,7 +48,7 @@ from training.data.pianoroll import (
     roll_to_notes,
     steps_to_quarters,
 )
-from training.recipes.musegan import load
+from training.models.musegan import from_artifact
 
 
 class AccompanyRequest(MelodyRequest):
@@ -79,8 +80,9 @@ def _bars_of(melody: list[StepNote]) -> int:
 class MuseGANHandler(Handler):
     family = "musegan"
 
-    def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
-        loaded = load(artifact, device)
+    def __init__(self, artifact: Artifact, device: str = "cpu",
+                 settings: ServingSettings = DEFAULTS) -> None:
+        loaded = from_artifact(artifact, device)
         self.model, self.device = loaded.model, device
 
     def probe(self) -> None:

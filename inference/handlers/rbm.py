@@ -14,8 +14,9 @@ from inference.handlers.image import (
     Kind,
     OneImageRequest,
 )
+from inference.settings import DEFAULTS, ServingSettings
 from training.artifact import Artifact
-from training.recipes.rbm import load
+from training.models.rbm import from_artifact
 
 
 class GibbsSampleRequest(ImageRequest):
@@ -32,8 +33,9 @@ class FeaturesRequest(OneImageRequest):
 class RBMHandler(ImageHandler):
     family = "rbm"
 
-    def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
-        loaded = load(artifact, device)
+    def __init__(self, artifact: Artifact, device: str = "cpu",
+                 settings: ServingSettings = DEFAULTS) -> None:
+        loaded = from_artifact(artifact, device)
         super().__init__(loaded.spec, device, {
             "sample": Kind(GibbsSampleRequest, self.sample, images=True),
             "features": Kind(FeaturesRequest, self.features, self.features_batch)})

@@ -49,13 +49,18 @@ from inference.handlers.arrangement import (
 from inference.handlers.contract import Binary, Description, Handler
 from inference.handlers.transformer import TextGenerationHandler
 from inference.seeds import fresh_seed
+from inference.settings import DEFAULTS, ServingSettings
 from training.artifact import Artifact
-from training.data.errors import DataError
-from training.data.midi import write_midi
-from training.data.music import DURATIONS, Note, parse_midi, snap
-from training.data.pianoroll import STEPS_PER_BAR, STEPS_PER_QUARTER, melody_steps, notes_to_roll
-from training.data.tokenizer import TextTokenizer
-from training.recipes.rnn import continue_melody, load
+from training.models.formats.midi import MidiError, write_midi
+from training.models.formats.notes import DURATIONS, Note, parse_midi, snap
+from training.models.formats.pianoroll import (
+    STEPS_PER_BAR,
+    STEPS_PER_QUARTER,
+    melody_steps,
+    notes_to_roll,
+)
+from training.models.formats.tokenizer import TextTokenizer
+from training.models.rnn import continue_melody, from_artifact
 
 MIDI = "audio/midi"
 MAX_PRIMER_NOTES = 512
@@ -144,8 +149,9 @@ def placed(notes: list[Note], start: float, end: float) -> list[QuarterNote]:
 class MelodyHandler(Handler):
     family = "rnn"
 
-    def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
-        sequence_model = load(artifact, device)
+    def __init__(self, artifact: Artifact, device: str = "cpu",
+                 settings: ServingSettings = DEFAULTS) -> None:
+        sequence_model = from_artifact(artifact, device)
         assert sequence_model.vocabulary is not None
         self.model = sequence_model.model
         self.vocabulary = sequence_model.vocabulary
@@ -176,7 +182,7 @@ class MelodyHandler(Handler):
             data = midi_from_base64(request.primer_midi, "primer_midi")
             try:
                 primer = parse_midi(data, "primer_midi")[:MAX_PRIMER_NOTES]
-            except DataError as exc:
+            except MidiError as exc:
                 raise ClientError(str(exc)) from None
         return request, primer, bool(accept and MIDI in accept)
 
@@ -261,12 +267,13 @@ class RNNTextHandler(TextGenerationHandler):
     family = "rnn"
 
     def _load(self, artifact: Artifact, device: str) -> tuple[Any, TextTokenizer]:
-        sequence_model = load(artifact, device)
+        sequence_model = from_artifact(artifact, device)
         assert sequence_model.tokenizer is not None
         return sequence_model.model, sequence_model.tokenizer
 
 
-def handler_for(artifact: Artifact, device: str = "cpu") -> MelodyHandler | RNNTextHandler:
+def handler_for(artifact: Artifact, device: str = "cpu", settings: ServingSettings = DEFAULTS
+                ) -> MelodyHandler | RNNTextHandler:
     if artifact.modality == "music":
-        return MelodyHandler(artifact, device)
-    return RNNTextHandler(artifact, device)
+        return MelodyHandler(artifact, device, settings)
+    return RNNTextHandler(artifact, device, settings)

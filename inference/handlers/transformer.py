@@ -39,13 +39,13 @@ from inference.schema import (
     known_parameters,
 )
 from inference.seeds import MAX_PICKED_SEED, fresh_seed
-from inference.settings import ServingSettings
+from inference.settings import DEFAULTS, ServingSettings
 from training.artifact import Artifact
-from training.data.chat_template import CHAT_TEMPLATE_FILE, DEFAULT_CHAT_TEMPLATE
-from training.data.tokenizer import IncrementalDecoder, TextTokenizer
 from training.models.decoding import serving_precision, slot_decoder
+from training.models.formats.chat_template import CHAT_TEMPLATE_FILE, DEFAULT_CHAT_TEMPLATE
+from training.models.formats.tokenizer import IncrementalDecoder, TextTokenizer
 from training.models.sampling import SampledToken
-from training.recipes.transformer import load
+from training.models.transformer import from_artifact
 
 DEFAULT_MAX_NEW_TOKENS = 64
 _DONE = object()
@@ -230,8 +230,8 @@ class TextGenerationHandler(ContinuousHandler):
     family = "transformer"
 
     def __init__(self, artifact: Artifact, device: str = "cpu",
-                 settings: ServingSettings | None = None) -> None:
-        self.settings = settings or ServingSettings.from_env()
+                 settings: ServingSettings = DEFAULTS) -> None:
+        self.settings = settings
         model, self.tokenizer = self._load(artifact, device)
         self.model: Any = serving_precision(model, self.settings.precision)
         self.context_limit: int = model.context_limit
@@ -245,7 +245,7 @@ class TextGenerationHandler(ContinuousHandler):
 
     def _load(self, artifact: Artifact, device: str) -> tuple[Any, TextTokenizer]:
         """The model (with `generate()` and `context_limit`) and its tokenizer."""
-        lm = load(artifact, device)
+        lm = from_artifact(artifact, device)
         return lm.model, lm.tokenizer
 
     def probe(self) -> None:

@@ -16,8 +16,9 @@ from inference.handlers.image import (
     OneImageRequest,
     SampleRequest,
 )
+from inference.settings import DEFAULTS, ServingSettings
 from training.artifact import Artifact
-from training.recipes.vae import load
+from training.models.vae import from_artifact
 
 
 class ReconstructRequest(OneImageRequest):
@@ -42,8 +43,9 @@ class InterpolateRequest(ImageRequest):
 class VAEHandler(ImageHandler):
     family = "vae"
 
-    def __init__(self, artifact: Artifact, device: str = "cpu") -> None:
-        loaded = load(artifact, device)
+    def __init__(self, artifact: Artifact, device: str = "cpu",
+                 settings: ServingSettings = DEFAULTS) -> None:
+        loaded = from_artifact(artifact, device)
         super().__init__(loaded.spec, device, {
             "sample": Kind(SampleRequest, self.sample, self.sample_batch, images=True),
             "reconstruct": Kind(ReconstructRequest, self.reconstruct, images=True),

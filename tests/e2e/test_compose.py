@@ -18,11 +18,11 @@ from PIL import Image
 from tests.conftest import MUSEGAN_TINY
 from tests.e2e.servers import GENKILN, Served, serving
 from tests.e2e.test_image_families import flags
-from training.data.midi import read_midi, write_midi
-from training.data.music import Note
-from training.data.pianoroll import PITCHES, STEPS_PER_BAR
 from training.entry import run_training
 from training.local import emulate_opt_ml
+from training.models.formats.midi import read_midi, write_midi
+from training.models.formats.notes import Note
+from training.models.formats.pianoroll import PITCHES, STEPS_PER_BAR
 
 #: Small networks run far faster on one thread than on two busy cores.
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -166,8 +166,9 @@ def test_rbm_refuses_several_processes(tmp_path: Path) -> None:
 
 
 def test_every_host_joins_the_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from training.distributed import DEFAULT_PORT, Rendezvous, World
+    from training.distributed import Rendezvous, World
     from training.entry import _settings, rendezvous
+    from training.settings import JobSettings
 
     monkeypatch.delenv("MASTER_PORT", raising=False)
     opt_ml = emulate_opt_ml(tmp_path, hyperparameters={**TINY, "processes_per_host": "2"})
@@ -176,6 +177,6 @@ def test_every_host_joins_the_first(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     family, cfg, _ = _settings(opt_ml, {})
     # Hosts in SageMaker's sorted order: this one is the second; the first hosts rank 0.
     assert rendezvous(opt_ml, family, cfg) == Rendezvous(
-        host_rank=1, hosts=2, per_host=2, address="127.0.0.1", port=DEFAULT_PORT)
+        host_rank=1, hosts=2, per_host=2, address="127.0.0.1", port=JobSettings().master_port)
     # Its second process is rank 3 of 4 and trains on the last quarter of each batch.
     assert World(rank=3, size=4).part(8) == slice(6, 8)

@@ -218,8 +218,8 @@ def test_the_page_reads_and_plays_midi_answers(playground: tuple[str, Path],
     """What a music family returns (a MIDI file) becomes notes in seconds for the synth."""
     import base64
 
-    from training.data.midi import write_midi
-    from training.data.music import Note
+    from training.models.formats.midi import write_midi
+    from training.models.formats.notes import Note
 
     url, _ = playground
     browser.get(url)
@@ -249,8 +249,8 @@ def upload_generate_and_play(browser: Any, url: str, folder: Path, family: str,
 
     from selenium.webdriver.common.by import By
 
-    from training.data.midi import read_midi, write_midi
-    from training.data.music import Note
+    from training.models.formats.midi import read_midi, write_midi
+    from training.models.formats.notes import Note
 
     melody = folder / "tune.mid"
     melody.write_bytes(write_midi([Note(p, 0.5) for p in TUNE], tempo_bpm=120))

@@ -22,11 +22,11 @@ import torch
 from inference.handlers import load_handler
 from tests.conftest import ZEN
 from training.artifact import artifact_sha256, load_artifact
-from training.data.png import decode_png
 from training.entry import run_training
 from training.evaluation.evaluate import evaluate_artifact, write_evaluation
 from training.feedback import FeedbackRecord, GenerationRecord, LocalFeedbackStore
 from training.local import emulate_opt_ml
+from training.models.formats.png import decode_png
 
 WORD = "better"
 PROMPTS = ["Beautiful is", "Simple is", "Flat is", "Errors should", "Now is", "If the"]

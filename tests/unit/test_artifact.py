@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from training.artifact import MANIFEST, WEIGHTS, ArtifactError, load_artifact
-from training.recipes.transformer import load
+from training.models.transformer import from_artifact
 
 
 @pytest.fixture
@@ -28,8 +28,8 @@ def test_describes_itself(artifact: Path) -> None:
 
 
 def test_round_trip_reproduces_the_model(artifact: Path) -> None:
-    lm = load(load_artifact(artifact))
-    again = load(load_artifact(artifact))
+    lm = from_artifact(load_artifact(artifact))
+    again = from_artifact(load_artifact(artifact))
     ids = [lm.tokenizer.eot_id, *lm.tokenizer.encode("Beautiful")]
     first = [t.id for t in lm.model.generate(ids, max_new_tokens=10, temperature=0.0)]
     assert first == [t.id for t in again.model.generate(ids, max_new_tokens=10,

@@ -38,7 +38,8 @@ def test_undeclared_channel_is_none(opt_ml: OptMl) -> None:
 def test_sm_channel_variable_points_elsewhere(opt_ml: OptMl, text_dir: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SM_CHANNEL_TRAIN", str(text_dir))
-    assert opt_ml.channel("train") == text_dir
+    monkeypatch.setenv("GENKILN_OPT_ML", str(opt_ml.root))
+    assert OptMl.from_environment().channel("train") == text_dir
 
 
 def test_missing_channel_fails_the_job_with_a_reason(opt_ml: OptMl) -> None:

@@ -12,9 +12,9 @@ import pytest
 
 from genkiln.cli import main
 from infra.pipeline_definition import EVALUATION_FILE, REGISTRATION_PASSED, REGISTRATION_REASON
-from training.data.music import Note
 from training.evaluation.evaluate import evaluate_artifact, generation_metrics, write_evaluation
 from training.evaluation.report import line_chart, piano_roll
+from training.models.formats.notes import Note
 
 
 def json_get(document: Any, path: str) -> Any:

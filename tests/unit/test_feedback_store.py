@@ -8,7 +8,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from inference.feedback_store import S3FeedbackStore, store_from_environment
+from inference.feedback_store import S3FeedbackStore, store_for
+from inference.settings import ServingSettings
 from training.feedback import FeedbackConflict, FeedbackRecord, GenerationRecord
 
 BUCKET = "capture-bucket"
@@ -61,6 +62,10 @@ def test_a_retry_is_one_record_and_other_content_is_refused(s3: Any, key_arn: st
     assert [o["Key"] for o in listed] == ["feedback/feedback/fb-1.json"]
     stored = s3.get_object(Bucket=BUCKET, Key="feedback/feedback/fb-1.json")["Body"].read()
     assert b'"rating":4' in stored
+
+
+def store_from_environment(environ: dict[str, str]) -> Any:
+    return store_for(ServingSettings.from_env(environ).feedback)
 
 
 def test_the_environment_picks_the_store(tmp_path: Path, s3: Any) -> None:

@@ -12,7 +12,7 @@ from training.data.errors import DataError
 from training.data.folder import scan_folder
 from training.data.images import bundled_digits, load_image_folder, split
 from training.data.inspect import summarize
-from training.data.png import encode_png, grid
+from training.models.formats.png import encode_png, grid
 
 
 def test_bundled_digits_are_the_scikit_learn_set() -> None:

@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 from tests.conftest import IMAGE_TINY
 from tests.unit.test_rnn import TINY_RNN, melody
 from training.config import TrainConfig
-from training.data.midi import write_midi
 from training.hyperparameters import build
 from training.loop import Stopped, fit, run_fingerprint
 from training.models import get_family
+from training.models.formats.midi import write_midi
 
 
 def quiet(_: str) -> None:

@@ -230,10 +230,12 @@ def test_loading_fits_the_intra_op_threads_to_the_model(
     # GENKILN_NUM_THREADS when set. (Left at the default of every core, a small model on
     # a busy host answered in 100 ms instead of 10.)
     from inference.server import ModelState
+    from inference.settings import ServingSettings
 
     before = torch.get_num_threads()
     monkeypatch.setenv("GENKILN_NUM_THREADS", "3")
-    state = ModelState(model_dir=image_artifacts(family), device="cpu")
+    state = ModelState(model_dir=image_artifacts(family), device="cpu",
+                       settings=ServingSettings.from_env())
     try:
         state.load()
         assert state.error is None and state.handler is not None

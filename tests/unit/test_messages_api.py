@@ -17,7 +17,7 @@ from inference.errors import ClientError
 from inference.openai_api import ChatMessage, render_chat
 from inference.server import create_app
 from tests.unit.test_server import invoke, sse_events, wait_ready
-from training.data.chat_template import CHAT_TEMPLATE_FILE, DEFAULT_CHAT_TEMPLATE
+from training.models.formats.chat_template import CHAT_TEMPLATE_FILE, DEFAULT_CHAT_TEMPLATE
 
 
 @pytest.fixture(scope="module")

@@ -19,26 +19,25 @@ from tests.unit.test_server import wait_ready
 from training.artifact import load_artifact
 from training.config import TrainConfig
 from training.data.folder import scan_folder
-from training.data.midi import read_midi, write_midi, write_tracks
-from training.data.music import Note
-from training.data.pianoroll import (
-    LOWEST,
-    PITCHES,
-    STEPS_PER_BAR,
-    TRACKS,
-    load_piece_folder,
-    notes_to_roll,
-    piece_of_midi,
-    roll_to_notes,
-    steps_to_quarters,
-)
+from training.data.pianoroll import load_piece_folder, piece_of_midi
 from training.entry import EXIT_BAD_INPUT, run_training
 from training.evaluation.music import metric_gap, music_metrics
 from training.hyperparameters import build
 from training.local import emulate_opt_ml
 from training.models import get_family
-from training.models.musegan import MuseGAN, MuseGANConfig, Patch, Resize
-from training.recipes.musegan import Recipe, load
+from training.models.formats.midi import read_midi, write_midi, write_tracks
+from training.models.formats.notes import Note
+from training.models.formats.pianoroll import (
+    LOWEST,
+    PITCHES,
+    STEPS_PER_BAR,
+    TRACKS,
+    notes_to_roll,
+    roll_to_notes,
+    steps_to_quarters,
+)
+from training.models.musegan import MuseGAN, MuseGANConfig, Patch, Resize, from_artifact
+from training.recipes.musegan import Recipe
 
 TUNE = [{"pitch": p, "start": i * 1.0, "duration": 1.0}
         for i, p in enumerate([67, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62, 60])]
@@ -204,7 +203,7 @@ def test_save_load_round_trip(tmp_path: Path, chorale_dir: Path) -> None:
                     device=torch.device("cpu"), log=lambda _: None)
     recipe.train_step(1e-3)
     recipe.export(tmp_path / "model", config={}, metrics={})
-    loaded = load(load_artifact(tmp_path / "model")).model
+    loaded = from_artifact(load_artifact(tmp_path / "model")).model
     melody = recipe.x_val[:3, 0].float().view(3, cfg.n_bars, STEPS_PER_BAR, PITCHES)
     recipe.model.eval()
     expected = recipe.model.arrange(melody, generator=torch.Generator().manual_seed(5))
@@ -238,7 +237,7 @@ def test_an_artifact_from_before_resizing_loads_with_transposed_layers(
     manifest = json.loads(manifest_path.read_text())
     del manifest["model_args"]["upsample"]  # as written before the field existed
     manifest_path.write_text(json.dumps(manifest))
-    loaded = load(load_artifact(tmp_path / "model"))
+    loaded = from_artifact(load_artifact(tmp_path / "model"))
     assert loaded.config.upsample == "transposed"
     assert isinstance(loaded.model.generator.up1, Patch)
 

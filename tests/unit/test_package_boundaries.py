@@ -18,10 +18,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("training", "inference", "infra", "genkiln")
-#: What serving may import from training: the model families, and the artifact they load from.
-SERVING_USES_OF_TRAINING = ("training.models", "training.artifact", "training.data",
-                            "training.feedback", "training.environment", "training.recipes",
-                            "training.config")
+#: What serving may import from training: the models (with their loaders and the formats
+#: they read and write), the artifact they load from, and the feedback records it writes
+#: for a refinement job to read.
+SERVING_USES_OF_TRAINING = ("training.models", "training.artifact", "training.feedback")
 
 
 def imports(package: str) -> Iterator[tuple[Path, str]]:
@@ -81,3 +81,18 @@ def test_a_runtime_loads_no_control_plane_code() -> None:
     unwanted = [m for m in loaded if m.split(".")[0] in ("genkiln", "infra", "sagemaker",
                                                           "aws_cdk", "boto3")]
     assert not unwanted, unwanted
+
+
+def test_serving_loads_no_training_machinery() -> None:
+    # The server and every family's handler: the models and the artifact, not the
+    # recipes, data pipelines, loop or evaluation that training runs.
+    probe = ("import json, sys; import inference.server; from inference.handlers import "
+             "HANDLERS; import importlib; [importlib.import_module(t.split(':')[0]) "
+             "for t in HANDLERS.values()]; print(json.dumps(sorted(sys.modules)))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True,
+                                       capture_output=True, text=True).stdout)
+    from_training = {m for m in loaded if m.startswith("training.")}
+    # The models' configs check their fields with training.hyperparameters' rules.
+    allowed = (*SERVING_USES_OF_TRAINING, "training.hyperparameters")
+    assert from_training and all(m.startswith(allowed) for m in from_training), \
+        sorted(m for m in from_training if not m.startswith(allowed))

@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from inference.server import create_app
 from tests.unit.test_server import sse_events, wait_ready
 from training.contract import OptMl
-from training.data.midi import write_midi
-from training.data.music import EventVocabulary, Note, in_key_share, parse_midi
+from training.data.music import in_key_share
 from training.entry import EXIT_BAD_INPUT, run_training
 from training.local import emulate_opt_ml
-from training.models.rnn import RNNConfig, SequenceRNN
-from training.recipes.rnn import grammar
+from training.models.formats.midi import write_midi
+from training.models.formats.notes import EventVocabulary, Note, parse_midi
+from training.models.rnn import RNNConfig, SequenceRNN, grammar
 
 TINY_RNN = {"family": "rnn", "n_embd": "16", "hidden_size": "32", "n_layer": "1",
             "seq_len": "16", "batch_size": "8", "max_steps": "30", "eval_interval": "15",

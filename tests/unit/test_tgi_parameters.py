@@ -124,7 +124,7 @@ def test_the_watermark_leans_text_green_and_can_be_detected() -> None:
 
 
 def test_a_stream_never_splits_a_character(client: TestClient, tiny_artifact: Path) -> None:
-    from training.data.tokenizer import IncrementalDecoder, TextTokenizer
+    from training.models.formats.tokenizer import IncrementalDecoder, TextTokenizer
 
     tokenizer = TextTokenizer.from_file(tiny_artifact / "tokenizer.json")
     table = tokenizer.token_bytes()

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ZEN
-from training.data.tokenizer import END_OF_TEXT, IncrementalDecoder, TextTokenizer
+from training.models.formats.tokenizer import END_OF_TEXT, IncrementalDecoder, TextTokenizer
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from typing import Any
 from training.data.folder import scan_folder
 from training.data.images import load_image_folder
 from training.data.text import load_text_folder
-from training.data.tokenizer import TextTokenizer
 from training.models import FAMILIES
+from training.models.formats.tokenizer import TextTokenizer
 
 
 def summarize(path: Path, *, vocab_size: int = 2048) -> dict[str, Any]:

@@ -11,9 +11,9 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from training import environment as env
 from training.data.errors import DataError
 from training.data.folder import FolderScan
+from training.settings import cache_dir
 
 #: Standard-library folders left out of the bundled corpus: test suites and GUI demos
 #: are code-heavy and would teach the model assertion messages rather than prose.
@@ -33,11 +33,6 @@ class TextCorpus:
     @property
     def characters(self) -> int:
         return sum(len(d) for d in self.documents)
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get(env.GENKILN_CACHE_DIR) or os.environ.get("XDG_CACHE_HOME")
-    return Path(base) / "genkiln" if base else Path.home() / ".cache" / "genkiln"
 
 
 def _extract_docstrings(stdlib: Path) -> tuple[list[str], int]:
@@ -68,7 +63,7 @@ def bundled_corpus() -> TextCorpus:
     version = ".".join(map(str, sys.version_info[:3]))
     source = f"bundled: docstrings of the Python {version} standard library"
     key = hashlib.sha256(f"{stdlib}|{sys.version}".encode()).hexdigest()[:16]
-    cache = _cache_dir() / f"stdlib-docstrings-{key}.json"
+    cache = cache_dir() / f"stdlib-docstrings-{key}.json"
     try:
         cached = json.loads(cache.read_text(encoding="utf-8"))
         return TextCorpus(documents=cached["documents"], source=source, files=cached["files"])

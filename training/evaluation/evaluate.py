@@ -35,9 +35,9 @@ import torch
 
 from training.artifact import load_artifact
 from training.data import tokens as token_data
-from training.data.png import decode_png, encode_png, grid
 from training.evaluation.report import render_report
 from training.evaluation.results import EVALUATION_FILE, REPORT_FILE, Evaluation
+from training.models.formats.png import decode_png, encode_png, grid
 from training.rebuild import rebuild
 from training.recipes.image import ImageRecipe
 from training.recipes.sequence import SequenceRecipe

@@ -114,7 +114,7 @@ def _texts(answer: Any) -> list[str]:
 
 def _ink(answer: Any) -> list[float]:
     """Mean pixel value of each PNG an image family answered with."""
-    from training.data.png import decode_png
+    from training.models.formats.png import decode_png
 
     images = answer.get("images") if isinstance(answer, dict) else None
     return [float(decode_png(base64.b64decode(png)).mean()) for png in images or []

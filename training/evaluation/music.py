@@ -21,7 +21,7 @@ import itertools
 
 import numpy as np
 
-from training.data.pianoroll import PITCHES, STEPS_PER_BAR
+from training.models.formats.pianoroll import PITCHES, STEPS_PER_BAR
 
 QUALIFIED_STEPS = 2
 METRICS = ("empty_bar_rate", "pitch_classes", "qualified_note_rate", "tonal_distance")

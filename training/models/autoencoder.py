@@ -14,8 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.artifact import Artifact
 from training.hyperparameters import require
-from training.models.convnets import ConvDecoder, ConvEncoder, ImageSpec, check_image_size
+from training.models.convnets import (
+    ConvDecoder,
+    ConvEncoder,
+    ImageSpec,
+    check_image_size,
+    load_image_model,
+)
 
 
 @dataclass
@@ -53,3 +60,18 @@ class Autoencoder(nn.Module):
     def reconstruction_error(self, x: torch.Tensor) -> torch.Tensor:
         """Mean squared error per image, (B,): the anomaly score."""
         return ((self(x) - x) ** 2).flatten(1).mean(1)
+
+
+def from_artifact(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedAutoencoder:
+    cfg, spec, model, extras = load_image_model(artifact, AutoencoderConfig, Autoencoder,
+                                                device)
+    return LoadedAutoencoder(model=model, spec=spec, threshold=float(extras["threshold"]),
+                             percentile=cfg.threshold_percentile)
+
+
+@dataclass(frozen=True)
+class LoadedAutoencoder:
+    model: Autoencoder
+    spec: ImageSpec
+    threshold: float  # reconstruction errors above it are flagged as anomalies
+    percentile: float  # the percentile of training errors the threshold sits at

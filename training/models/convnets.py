@@ -7,13 +7,15 @@ up from 4×4 with transposed convolutions (DCGAN's shape: Radford et al. 2015).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from training.artifact import Artifact, ArtifactError
 from training.hyperparameters import require
 
 
@@ -105,3 +107,25 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc(z).view(z.shape[0], self.start, 4, 4)  # (B, w, 4, 4)
         return self.body(h)  # (B, C, S, S)
+
+
+def load_image_model(artifact: Artifact, config_cls: type, build: Callable[[Any, ImageSpec],
+                     torch.nn.Module], device: str | torch.device
+                     ) -> tuple[Any, ImageSpec, Any, dict[str, Any]]:
+    """Rebuild a family's network from its artifact: (config, spec, model, extra args)."""
+    args = artifact.model_args
+    names = {f.name for f in fields(config_cls)}
+    try:
+        spec = ImageSpec.from_dict(args.pop("image"))
+        cfg = config_cls(**{k: v for k, v in args.items() if k in names})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{artifact.directory}: model_args do not fit this genkiln's "
+                            f"{artifact.family} ({exc}); re-export the model") from exc
+    extras = {k: v for k, v in args.items() if k not in names}
+    model = build(cfg, spec)
+    try:
+        model.load_state_dict(artifact.tensors(device="cpu"), strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{artifact.directory}: weights do not match model_args "
+                            f"({exc})") from exc
+    return cfg, spec, model.to(device).eval(), extras

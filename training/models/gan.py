@@ -19,8 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from training.artifact import Artifact
 from training.hyperparameters import require
-from training.models.convnets import ConvDecoder, ConvEncoder, ImageSpec, check_image_size
+from training.models.convnets import (
+    ConvDecoder,
+    ConvEncoder,
+    ImageSpec,
+    check_image_size,
+    load_image_model,
+)
 
 
 @dataclass
@@ -114,3 +121,14 @@ class GAN(nn.Module):
     def render(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [0, 1] for given noise (a server draws each request's own noise)."""
         return (self.generator(z, y) + 1.0) / 2.0
+
+
+@dataclass(frozen=True)
+class LoadedGAN:
+    model: GAN
+    spec: ImageSpec
+
+
+def from_artifact(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedGAN:
+    _, spec, model, _ = load_image_model(artifact, GANConfig, GAN, device)
+    return LoadedGAN(model=model, spec=spec)

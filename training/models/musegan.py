@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from training.data.pianoroll import PITCHES, STEPS_PER_BAR, TRACKS
+from training.artifact import Artifact, ArtifactError
 from training.hyperparameters import require
+from training.models.formats.pianoroll import LOWEST, PITCHES, STEPS_PER_BAR, TRACKS
 
 ACCOMPANIMENT = len(TRACKS) - 1  # tracks the generator writes
 
@@ -345,3 +346,33 @@ class MuseGAN(nn.Module):
         logits = logits.transpose(1, 2).reshape(b, ACCOMPANIMENT, chunks * n, STEPS_PER_BAR,
                                                 PITCHES)[:, :, :bars]
         return self.full(melody, self.notes(torch.sigmoid(logits), threshold))
+
+
+#: What the artifact records about its piano rolls; a server checks it against its own.
+ROLL = {"tracks": list(TRACKS), "steps_per_bar": STEPS_PER_BAR, "lowest": LOWEST,
+        "pitches": PITCHES}
+
+
+@dataclass(frozen=True)
+class LoadedMuseGAN:
+    model: MuseGAN
+    config: MuseGANConfig
+    artifact: Artifact
+
+
+def from_artifact(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedMuseGAN:
+    args = artifact.model_args
+    roll = args.pop("roll", None)
+    if roll != ROLL:
+        raise ArtifactError(f"{artifact.directory}: its piano rolls ({roll}) are not this "
+                            f"genkiln's ({ROLL}); re-train the model with this genkiln")
+    # Artifacts from before `upsample` existed were all trained with transposed layers.
+    args.setdefault("upsample", "transposed")
+    try:
+        cfg = MuseGANConfig(**args)
+        model = MuseGAN(cfg)
+        model.load_state_dict(artifact.tensors(device="cpu"))
+    except (TypeError, RuntimeError, ValueError) as exc:
+        raise ArtifactError(f"{artifact.directory}: weights or model_args do not fit this "
+                            f"genkiln's musegan ({exc}); re-export the model") from exc
+    return LoadedMuseGAN(model=model.to(device).eval(), config=cfg, artifact=artifact)

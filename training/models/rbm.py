@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.artifact import Artifact
 from training.hyperparameters import require
-from training.models.convnets import ImageSpec, check_image_size
+from training.models.convnets import ImageSpec, check_image_size, load_image_model
 
 
 @dataclass
@@ -110,3 +111,15 @@ def pseudo_log_likelihood(v: torch.Tensor, W: torch.Tensor, b: torch.Tensor,
             - F.softplus(flipped_pre).sum(2)  # (B, k): F(v with unit i flipped)
         total += -F.softplus(free[:, None] - flipped).sum(1)
     return total
+
+
+@dataclass(frozen=True)
+class LoadedRBM:
+    model: RBM
+    spec: ImageSpec
+    gibbs_steps: int  # default Gibbs steps of a sample request
+
+
+def from_artifact(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedRBM:
+    cfg, spec, model, _ = load_image_model(artifact, RBMConfig, RBM, device)
+    return LoadedRBM(model=model, spec=spec, gibbs_steps=cfg.gibbs_steps)

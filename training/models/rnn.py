@@ -15,7 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.artifact import Artifact, ArtifactError
 from training.hyperparameters import require
+from training.models.formats.notes import DURATIONS, EventVocabulary, Note
+from training.models.formats.tokenizer import TOKENIZER_FILE, TextTokenizer
 from training.models.sampling import SampledToken, apply_repetition_penalty, sample_next
 
 
@@ -112,3 +115,73 @@ class SequenceRNN(nn.Module):
             if repetition_penalty is not None:
                 seen = torch.cat([seen, torch.tensor([last], device=device)])
             logits, _, state = self(torch.tensor([[last]], device=device), state=state)
+
+
+def grammar(vocab: EventVocabulary, device: torch.device | str = "cpu"
+            ) -> Callable[[int], torch.Tensor]:
+    """Masks that keep a melody well formed: a duration after each pitch or rest, and a
+    pitch, rest or the end after each duration."""
+    after_pitch = torch.zeros(vocab.size, dtype=torch.bool, device=device)
+    after_pitch[vocab.duration_ids] = True
+    after_duration = torch.zeros(vocab.size, dtype=torch.bool, device=device)
+    after_duration[[*vocab.pitch_ids, vocab.end_id]] = True
+    pitch_ids = set(vocab.pitch_ids)
+    return lambda last: after_pitch if last in pitch_ids else after_duration
+
+
+@dataclass(frozen=True)
+class SequenceModel:
+    """What serving needs: the network and its token codec, by modality."""
+
+    model: SequenceRNN
+    modality: str  # "music" or "text"
+    vocabulary: EventVocabulary | None
+    tokenizer: TextTokenizer | None
+    artifact: Artifact
+
+
+def from_artifact(artifact: Artifact, device: str | torch.device = "cpu") -> SequenceModel:
+    try:
+        model = SequenceRNN(RNNConfig(**artifact.model_args))
+        model.load_state_dict(artifact.tensors(device="cpu"))
+    except (TypeError, RuntimeError) as exc:
+        raise ArtifactError(f"{artifact.directory}: weights or model_args do not fit this "
+                            f"genkiln's RNN ({exc})") from exc
+    model.to(device).eval()
+    if artifact.modality == "music":
+        return SequenceModel(model, "music", EventVocabulary(), None, artifact)
+    tokenizer = TextTokenizer.from_file(artifact.path(TOKENIZER_FILE))
+    return SequenceModel(model, "text", None, tokenizer, artifact)
+
+
+def continue_melody(model: SequenceRNN, vocab: EventVocabulary, primer: list[Note], *,
+                    max_new_notes: int, temperature: float, top_k: int | None,
+                    generator: torch.Generator | None,
+                    quarters: float | None = None) -> list[Note]:
+    """Continue ``primer`` by up to ``max_new_notes`` notes (fewer if the model ends it).
+
+    With ``quarters``, the continuation may not end before it lasts that many quarter
+    notes, and stops once it does (its last note may run past them)."""
+    ids = vocab.encode(primer, close=False)
+    rules = grammar(vocab, model.embed.weight.device)
+
+    def allowed(last: int) -> torch.Tensor:
+        mask = rules(last)
+        if quarters is None or not mask[vocab.end_id]:
+            return mask
+        mask = mask.clone()
+        mask[vocab.end_id] = False  # not as long as asked yet: no end marker
+        return mask
+
+    lengths = {i: d for i, d in zip(vocab.duration_ids, DURATIONS, strict=True)}
+    out: list[int] = []
+    elapsed = 0.0
+    for token in model.generate(ids, max_new_tokens=2 * max_new_notes, temperature=temperature,
+                                top_k=top_k, generator=generator, allowed=allowed):
+        if token.id == vocab.end_id:
+            break
+        out.append(token.id)
+        elapsed += lengths.get(token.id, 0.0)
+        if quarters is not None and elapsed >= quarters:
+            break
+    return vocab.decode(out)

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.artifact import Artifact, ArtifactError
 from training.hyperparameters import require
+from training.models.formats.tokenizer import TOKENIZER_FILE, TextTokenizer
 from training.models.sampling import SampledToken, apply_repetition_penalty, sample_next
 
 
@@ -231,3 +233,33 @@ class GPT(nn.Module):
             if penalised:  # only the penalty needs the history
                 seen = torch.cat([seen, torch.tensor([token.id], device=device)])
             idx = torch.tensor([[token.id]], device=device)  # (1, 1)
+
+
+TIED_HEAD = "lm_head.weight"  # tied to wte.weight: saved once, re-tied on load
+
+
+@dataclass(frozen=True)
+class LanguageModel:
+    """What serving needs: the network and its tokenizer, loaded from an artifact."""
+
+    model: GPT
+    tokenizer: TextTokenizer
+    artifact: Artifact
+
+
+def from_artifact(artifact: Artifact, device: str | torch.device = "cpu") -> LanguageModel:
+    try:
+        cfg = TransformerConfig(**artifact.model_args)
+    except TypeError as exc:
+        raise ArtifactError(f"{artifact.directory}: model_args do not fit this genkiln's "
+                            f"Transformer ({exc})") from exc
+    model = GPT(cfg)
+    state = artifact.tensors(device="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if set(missing) - {TIED_HEAD} or unexpected:
+        raise ArtifactError(f"{artifact.directory}: weights do not match model_args "
+                            f"(missing {sorted(set(missing) - {TIED_HEAD})}, unexpected "
+                            f"{sorted(unexpected)})")
+    model.to(device).eval()
+    tokenizer = TextTokenizer.from_file(artifact.path(TOKENIZER_FILE))
+    return LanguageModel(model=model, tokenizer=tokenizer, artifact=artifact)

@@ -15,8 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.artifact import Artifact
 from training.hyperparameters import require
-from training.models.convnets import ConvDecoder, ConvEncoder, ImageSpec, check_image_size
+from training.models.convnets import (
+    ConvDecoder,
+    ConvEncoder,
+    ImageSpec,
+    check_image_size,
+    load_image_model,
+)
 
 
 @dataclass
@@ -126,3 +133,14 @@ class VAE(nn.Module):
         if onehot_a is not None and onehot_b is not None:
             z = torch.cat([z, (1 - t) * onehot_a + t * onehot_b], dim=1)  # (steps, d + k)
         return torch.sigmoid(self.decoder(z))  # (steps, C, S, S)
+
+
+@dataclass(frozen=True)
+class LoadedVAE:
+    model: VAE
+    spec: ImageSpec
+
+
+def from_artifact(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedVAE:
+    _, spec, model, _ = load_image_model(artifact, VAEConfig, VAE, device)
+    return LoadedVAE(model=model, spec=spec)

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from training import checkpoint
-from training.artifact import Artifact
 from training.evaluation.images import auroc, corrupt
 from training.loop import optimizer_step
 from training.models.autoencoder import Autoencoder, AutoencoderConfig
-from training.models.convnets import ImageSpec
-from training.recipes.image import ImageRecipe, load_image_model
-
-
-@dataclass(frozen=True)
-class LoadedAutoencoder:
-    model: Autoencoder
-    spec: ImageSpec
-    threshold: float  # reconstruction errors above it are flagged as anomalies
-    percentile: float  # the percentile of training errors the threshold sits at
-
-
-def load(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedAutoencoder:
-    cfg, spec, model, extras = load_image_model(artifact, AutoencoderConfig, Autoencoder,
-                                                device)
-    return LoadedAutoencoder(model=model, spec=spec, threshold=float(extras["threshold"]),
-                             percentile=cfg.threshold_percentile)
+from training.recipes.image import ImageRecipe
 
 
 class Recipe(ImageRecipe):

@@ -28,7 +28,7 @@ import torch
 if TYPE_CHECKING:
     from training import checkpoint
     from training.config import TrainConfig
-    from training.data.tokenizer import TextTokenizer
+    from training.models.formats.tokenizer import TextTokenizer
 
 
 class Trainable(Protocol):

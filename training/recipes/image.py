@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,15 +18,15 @@ import numpy as np
 import torch
 
 from training import checkpoint, distributed
-from training.artifact import Artifact, ArtifactError, write_artifact
+from training.artifact import write_artifact
 from training.config import TrainConfig
 from training.data.errors import DataError
 from training.data.folder import scan_folder
 from training.data.images import ImageSet, bundled_digits, load_image_folder, split
-from training.data.png import encode_png, grid
 from training.evaluation.images import FeatureSpace, frechet_distance
 from training.loop import format_metrics
 from training.models.convnets import ImageSpec
+from training.models.formats.png import encode_png, grid
 
 SAMPLES_FILE = "samples/grid.png"
 
@@ -201,23 +201,3 @@ class ImageRecipe(ABC):
             )
 
 
-def load_image_model(artifact: Artifact, config_cls: type, build: Callable[[Any, ImageSpec],
-                     torch.nn.Module], device: str | torch.device
-                     ) -> tuple[Any, ImageSpec, Any, dict[str, Any]]:
-    """Rebuild a family's network from its artifact: (config, spec, model, extra args)."""
-    args = artifact.model_args
-    names = {f.name for f in fields(config_cls)}
-    try:
-        spec = ImageSpec.from_dict(args.pop("image"))
-        cfg = config_cls(**{k: v for k, v in args.items() if k in names})
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{artifact.directory}: model_args do not fit this genkiln's "
-                            f"{artifact.family} ({exc}); re-export the model") from exc
-    extras = {k: v for k, v in args.items() if k not in names}
-    model = build(cfg, spec)
-    try:
-        model.load_state_dict(artifact.tensors(device="cpu"), strict=True)
-    except RuntimeError as exc:
-        raise ArtifactError(f"{artifact.directory}: weights do not match model_args "
-                            f"({exc})") from exc
-    return cfg, spec, model.to(device).eval(), extras

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,62 +25,30 @@ import numpy as np
 import torch
 
 from training import distributed
-from training.artifact import Artifact, ArtifactError, write_artifact
+from training.artifact import write_artifact
 from training.config import TrainConfig
 from training.data import tokens as token_data
 from training.data.errors import DataError
 from training.data.folder import scan_folder
-from training.data.midi import write_tracks
-from training.data.pianoroll import (
-    LOWEST,
+from training.data.pianoroll import Piece, bundled_chorales, load_piece_folder, phrases
+from training.evaluation.music import METRICS, metric_gap, music_metrics
+from training.loop import format_metrics, optimizer_step
+from training.models.formats.midi import write_tracks
+from training.models.formats.pianoroll import (
     PITCHES,
     STEPS_PER_BAR,
     TRACKS,
-    Piece,
-    bundled_chorales,
-    load_piece_folder,
-    phrases,
     picture,
     roll_to_notes,
     steps_to_quarters,
 )
-from training.data.png import encode_png, grid
-from training.evaluation.music import METRICS, metric_gap, music_metrics
-from training.loop import format_metrics, optimizer_step
-from training.models.musegan import MuseGAN, MuseGANConfig
+from training.models.formats.png import encode_png, grid
+from training.models.musegan import ROLL, MuseGAN, MuseGANConfig
 
 FAMILY = "musegan"
 EVAL_PHRASES = 256  # held-out phrases accompanied per evaluation
 SAMPLE_PIECES, SAMPLE_BARS = 4, 8  # held-out melodies accompanied into samples/
 SAMPLES_PNG = "samples/pianoroll.png"
-#: What the artifact records about its piano rolls; a server checks it against its own.
-ROLL = {"tracks": list(TRACKS), "steps_per_bar": STEPS_PER_BAR, "lowest": LOWEST,
-        "pitches": PITCHES}
-
-
-@dataclass(frozen=True)
-class LoadedMuseGAN:
-    model: MuseGAN
-    config: MuseGANConfig
-    artifact: Artifact
-
-
-def load(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedMuseGAN:
-    args = artifact.model_args
-    roll = args.pop("roll", None)
-    if roll != ROLL:
-        raise ArtifactError(f"{artifact.directory}: its piano rolls ({roll}) are not this "
-                            f"genkiln's ({ROLL}); re-train the model with this genkiln")
-    # Artifacts from before `upsample` existed were all trained with transposed layers.
-    args.setdefault("upsample", "transposed")
-    try:
-        cfg = MuseGANConfig(**args)
-        model = MuseGAN(cfg)
-        model.load_state_dict(artifact.tensors(device="cpu"))
-    except (TypeError, RuntimeError, ValueError) as exc:
-        raise ArtifactError(f"{artifact.directory}: weights or model_args do not fit this "
-                            f"genkiln's musegan ({exc}); re-export the model") from exc
-    return LoadedMuseGAN(model=model.to(device).eval(), config=cfg, artifact=artifact)
 
 
 def sample_tracks(piece_melody: list[tuple[int, int, int]], arranged: np.ndarray,

@@ -9,35 +9,20 @@ the same budget (hidden units, batch size, learning rate, images seen) as the re
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from training import checkpoint
-from training.artifact import Artifact
 from training.evaluation.images import probe_accuracy
 from training.loop import optimizer_step
-from training.models.convnets import ImageSpec
 from training.models.rbm import RBM, RBMConfig, pseudo_log_likelihood
-from training.recipes.image import ImageRecipe, load_image_model
+from training.recipes.image import ImageRecipe
 
 #: Inverse regularisation of the logistic regressions, as in scikit-learn's example.
 PROBE_C_FEATURES = 6000.0
 PROBE_C_PIXELS = 100.0
-
-
-@dataclass(frozen=True)
-class LoadedRBM:
-    model: RBM
-    spec: ImageSpec
-    gibbs_steps: int  # default Gibbs steps of a sample request
-
-
-def load(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedRBM:
-    cfg, spec, model, _ = load_image_model(artifact, RBMConfig, RBM, device)
-    return LoadedRBM(model=model, spec=spec, gibbs_steps=cfg.gibbs_steps)
 
 
 class Chains(nn.Module):

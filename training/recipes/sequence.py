@@ -21,10 +21,10 @@ from training import checkpoint, distributed
 from training.config import TrainConfig
 from training.data import tokens as token_data
 from training.data.folder import scan_folder
-from training.data.music import EventVocabulary, Note
 from training.data.text import TextCorpus, load_text_folder
-from training.data.tokenizer import TextTokenizer
 from training.loop import optimizer_step
+from training.models.formats.notes import EventVocabulary, Note
+from training.models.formats.tokenizer import TextTokenizer
 from training.ngram import ngram_perplexity
 
 

@@ -4,50 +4,21 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from training.artifact import Artifact, ArtifactError, write_artifact
+from training.artifact import write_artifact
 from training.config import TrainConfig
-from training.data.chat_template import CHAT_TEMPLATE_FILE, write_chat_template
 from training.data.folder import scan_folder
 from training.data.text import bundled_corpus, load_text_folder
-from training.data.tokenizer import TextTokenizer
-from training.models.transformer import GPT, TransformerConfig
+from training.models.formats.chat_template import CHAT_TEMPLATE_FILE, write_chat_template
+from training.models.formats.tokenizer import TOKENIZER_FILE, TextTokenizer
+from training.models.transformer import GPT, TIED_HEAD, TransformerConfig
 from training.recipes.sequence import SequenceRecipe, tokenize_text
 
 FAMILY = "transformer"
-TOKENIZER_FILE = "tokenizer.json"
-_TIED = "lm_head.weight"  # tied to wte.weight: saved once, re-tied on load
-
-
-@dataclass(frozen=True)
-class LanguageModel:
-    """What serving needs: the network and its tokenizer, loaded from an artifact."""
-
-    model: GPT
-    tokenizer: TextTokenizer
-    artifact: Artifact
-
-
-def load(artifact: Artifact, device: str | torch.device = "cpu") -> LanguageModel:
-    try:
-        cfg = TransformerConfig(**artifact.model_args)
-    except TypeError as exc:
-        raise ArtifactError(f"{artifact.directory}: model_args do not fit this genkiln's "
-                            f"Transformer ({exc})") from exc
-    model = GPT(cfg)
-    state = artifact.tensors(device="cpu")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if set(missing) - {_TIED} or unexpected:
-        raise ArtifactError(f"{artifact.directory}: weights do not match model_args "
-                            f"(missing {sorted(set(missing) - {_TIED})}, unexpected "
-                            f"{sorted(unexpected)})")
-    model.to(device).eval()
-    tokenizer = TextTokenizer.from_file(artifact.path(TOKENIZER_FILE))
-    return LanguageModel(model=model, tokenizer=tokenizer, artifact=artifact)
 
 
 class Recipe(SequenceRecipe):
@@ -104,7 +75,7 @@ class Recipe(SequenceRecipe):
 
     def export(self, directory: Path, *, config: dict[str, object],
                metrics: dict[str, float]) -> None:
-        state = {k: v for k, v in self.model.state_dict().items() if k != _TIED}
+        state = {k: v for k, v in self.model.state_dict().items() if k != TIED_HEAD}
         with tempfile.TemporaryDirectory() as tmp:
             tokenizer_path = Path(tmp) / TOKENIZER_FILE
             self.tokenizer.save(tokenizer_path)

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from training import checkpoint
-from training.artifact import Artifact
 from training.loop import optimizer_step
-from training.models.convnets import ImageSpec
 from training.models.vae import VAE, VAEConfig
-from training.recipes.image import ImageRecipe, Sampler, load_image_model
+from training.recipes.image import ImageRecipe, Sampler
 
 #: Generated images per evaluation (Fréchet distance, confidence).
 EVAL_SAMPLES = 1000
-
-
-@dataclass(frozen=True)
-class LoadedVAE:
-    model: VAE
-    spec: ImageSpec
-
-
-def load(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedVAE:
-    _, spec, model, _ = load_image_model(artifact, VAEConfig, VAE, device)
-    return LoadedVAE(model=model, spec=spec)
 
 
 class Recipe(ImageRecipe):

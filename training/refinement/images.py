@@ -101,7 +101,7 @@ class ImageRefinement:
                 f"{cfg.feedback_share:.0%} of each batch")
 
     def _image(self, record: GenerationRecord) -> np.ndarray:
-        from training.data.png import decode_png
+        from training.models.formats.png import decode_png
 
         where = f"generations/{record.generation_id}.json"
         png = record.output.get("png_base64")

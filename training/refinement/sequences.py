@@ -123,7 +123,7 @@ class SequenceRefinement:
 
     def _encode_melody(self, record: GenerationRecord, where: str
                        ) -> tuple[list[int], list[int]]:
-        from training.data.music import Note, parse_midi
+        from training.models.formats.notes import Note, parse_midi
 
         vocab = self.recipe.vocabulary
         assert vocab is not None  # melodies

@@ -10,8 +10,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from training.data.music import Note
+if TYPE_CHECKING:
+    from training.models.formats.notes import Note
 
 TICKS_PER_QUARTER = 480
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 END_OF_TEXT = "<|endoftext|>"
+#: The tokenizer's file in an artifact.
+TOKENIZER_FILE = "tokenizer.json"
 _UNSET = object()
 
 
