@@ -43,9 +43,8 @@ from bench.loadclient import Connection
 from bench.machine import Report, interleaved
 from training.artifact import load_artifact, write_artifact
 from training.data.text import bundled_corpus
-from training.models.decoding import GPTSlots
 from training.models.formats.tokenizer import TextTokenizer
-from training.models.transformer import GPT, TransformerConfig
+from training.models.transformer import GPT, GPTSlots, TransformerConfig
 
 SHAPE = dict(block_size=256, n_layer=6, n_head=8, n_embd=512)
 VOCAB = 8192

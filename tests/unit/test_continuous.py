@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from inference.continuous import ContinuousBatcher, Sequence
-from training.models.decoding import GPTSlots, RNNSlots, slot_decoder
-from training.models.rnn import RNNConfig, SequenceRNN
+from training.models.decoding import slot_decoder
+from training.models.rnn import RNNConfig, RNNSlots, SequenceRNN
 from training.models.sampling import SampledToken
-from training.models.transformer import GPT, TransformerConfig
+from training.models.transformer import GPT, GPTSlots, TransformerConfig
 
 WAIT = 20.0  # a deadline for each wait, never a speed
 

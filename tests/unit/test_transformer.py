@@ -9,7 +9,7 @@ from tests.conftest import TINY
 from training.entry import run_training
 from training.local import emulate_opt_ml
 from training.models.sampling import sample_next
-from training.models.transformer import GPT, KVCache, TransformerConfig
+from training.models.transformer import GPT, GPTSlots, TransformerConfig
 
 CFG = TransformerConfig(vocab_size=300, block_size=32, n_layer=2, n_head=2, n_embd=32)
 
@@ -41,16 +41,15 @@ def test_cached_decoding_matches_full_forward(batch: int, bias: bool) -> None:
     cfg = TransformerConfig(**{**CFG.__dict__, "bias": bias})
     model = GPT(cfg).eval()
     idx = torch.randint(0, cfg.vocab_size, (batch, 12))
-    full, _ = model(idx, targets=idx)  # (B, 12, vocab)
-    cache = KVCache(cfg, batch, torch.device("cpu"), torch.float32)
-    with torch.no_grad():
-        first, _ = model(idx[:, :8], cache=cache)
-        assert torch.allclose(first[:, -1], full[:, 7], atol=1e-5)
-        for t in range(8, 12):  # one position at a time: the single-token path
-            step, _ = model(idx[:, t:t + 1], cache=cache)
-            assert step.shape == (batch, 1, cfg.vocab_size)
-            assert torch.allclose(step[:, -1], full[:, t], atol=1e-5)
-    assert cache.length == 12
+    full, _ = model(idx, targets=idx)  # (B, 12, vocab): the training form
+    decoder = GPTSlots(model, batch)  # the serving form
+    first = decoder.prefill(idx[:, :8].tolist())
+    assert torch.allclose(first, full[:, 7], atol=1e-5)
+    for t in range(8, 12):  # one position at a time
+        step = decoder.step(idx[:, t].tolist())
+        assert step.shape == (batch, cfg.vocab_size)
+        assert torch.allclose(step, full[:, t], atol=1e-5)
+    assert decoder.lengths == [12] * batch
 
 
 def test_seeded_sampling_is_reproducible(model: GPT) -> None:

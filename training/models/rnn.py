@@ -185,3 +185,69 @@ def continue_melody(model: SequenceRNN, vocab: EventVocabulary, primer: list[Not
         if quarters is not None and elapsed >= quarters:
             break
     return vocab.decode(out)
+
+
+class RNNSlots:
+    """Per-row recurrent state of an LSTM/GRU: (n_layer, slots, hidden) (h, and c for LSTM)."""
+
+    def __init__(self, model: SequenceRNN, slots: int) -> None:
+        cfg = model.config
+        self.model, self.slots, self.active = model, slots, 0
+        self.limit = cfg.max_context
+        weight = model.embed.weight
+        shape = (cfg.n_layer, slots, cfg.hidden_size)
+        self.h = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        self.c = torch.zeros(shape, device=weight.device, dtype=weight.dtype) \
+            if cfg.cell == "lstm" else None
+        self.lengths = [0] * slots
+
+    def room(self, row: int) -> int:
+        return self.limit - self.lengths[row]
+
+    def _state(self, rows: slice) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        h = self.h[:, rows].contiguous()
+        return h if self.c is None else (h, self.c[:, rows].contiguous())
+
+    def _keep(self, rows: slice, state: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+              ) -> None:
+        if isinstance(state, tuple):
+            assert self.c is not None
+            self.h[:, rows], self.c[:, rows] = state
+        else:
+            self.h[:, rows] = state
+
+    @torch.inference_mode()
+    def prefill(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        assert 0 < len(prompts) <= self.slots - self.active, "no free row"
+        logits = []
+        for prompt in prompts:  # one at a time: a recurrence has no padding to hide
+            row = self.active
+            idx = torch.tensor([list(prompt)], device=self.h.device)  # (1, T)
+            out, state = self.model.rnn(self.model.embed(idx))  # (1, T, hidden)
+            self._keep(slice(row, row + 1), state)
+            self.lengths[row] = len(prompt)
+            self.active += 1
+            logits.append(self.model.head(out[0, -1]))  # (vocab,)
+        return torch.stack(logits)  # (n, vocab)
+
+    @torch.inference_mode()
+    def step(self, tokens: Sequence[int]) -> torch.Tensor:
+        B = self.active
+        assert len(tokens) == B, "one token per active row"
+        idx = torch.tensor(tokens, device=self.h.device).view(B, 1)
+        out, state = self.model.rnn(self.model.embed(idx), self._state(slice(0, B)))
+        self._keep(slice(0, B), state)
+        for row in range(B):
+            self.lengths[row] += 1
+        return self.model.head(out[:, 0])  # (B, vocab)
+
+    def remove(self, row: int) -> None:
+        last = self.active - 1
+        assert 0 <= row <= last, "no such row"
+        if row != last:
+            self.h[:, row] = self.h[:, last]
+            if self.c is not None:
+                self.c[:, row] = self.c[:, last]
+            self.lengths[row] = self.lengths[last]
+        self.lengths[last] = 0
+        self.active = last

@@ -2,8 +2,12 @@
 
 The architecture follows GPT-2 (Radford et al. 2019) as nanoGPT writes it: token and
 learned position embeddings, pre-LayerNorm blocks of causal self-attention and an MLP,
-and an output head tied to the token embedding (Press & Wolf 2017). Decoding keeps a
-key/value cache so each new token costs one position of work, not the whole prefix.
+and an output head tied to the token embedding (Press & Wolf 2017).
+
+The attention step is written twice: in `CausalSelfAttention.forward`, the training form
+over whole sequences, and in `GPTSlots`, the serving form, which decodes many sequences
+at once (each at its own position) through a key/value cache, so each new token costs one
+position of work, not the whole prefix. `GPT.generate` is that decoder with one row.
 """
 
 from __future__ import annotations
@@ -43,18 +47,6 @@ class TransformerConfig:
         require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
 
 
-class KVCache:
-    """Keys and values of every layer for positions already seen, preallocated."""
-
-    def __init__(self, cfg: TransformerConfig, batch: int, device: torch.device,
-                 dtype: torch.dtype) -> None:
-        hs = cfg.n_embd // cfg.n_head
-        shape = (cfg.n_layer, batch, cfg.n_head, cfg.block_size, hs)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nh, Tmax, hs)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0  # positions filled so far
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -64,26 +56,16 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Every position attends to itself and those before it (the training form; the
+        serving form, with a key/value cache, is `GPTSlots`)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        if cache is None:
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        else:
-            start = cache.length
-            cache.k[layer, :, :, start:start + T] = k
-            cache.v[layer, :, :, start:start + T] = v
-            k = cache.k[layer, :, :, :start + T]  # (B, nh, start+T, hs)
-            v = cache.v[layer, :, :, :start + T]
-            # Prefill (start 0) is causal over the prompt; a single new query may
-            # attend to every cached position, so it needs no mask.
-            assert start == 0 or T == 1, "cached decoding feeds one token at a time"
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=(start == 0 and T > 1))
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -107,9 +89,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
 
@@ -152,47 +133,22 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         T = idx.shape[1]
-        start = cache.length if cache is not None else 0
-        if start + T > self.config.block_size:
-            raise ValueError(f"sequence of {start + T} tokens exceeds block_size "
+        if self.config.block_size < T:
+            raise ValueError(f"sequence of {T} tokens exceeds block_size "
                              f"{self.config.block_size}")
-        if cache is not None and T == 1 and not self.training:
-            return self._decode_one(idx, cache), None
-        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        pos = torch.arange(T, device=idx.device)  # (T,)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
-        for i, block in enumerate(self.h):
-            x = block(x, cache, i)
-        if cache is not None:
-            cache.length += T
+        for block in self.h:
+            x = block(x)
         x = self.ln_f(x)
         if targets is None:
-            return self.lm_head(x[:, -1:, :]), None  # (B, 1, vocab): only what decoding needs
+            return self.lm_head(x[:, -1:, :]), None  # (B, 1, vocab): the next token's
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
-
-    def _decode_one(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """One new token per row through the cache: the forward pass above, written for
-        a single position, where every operator saved is a visible share of the step
-        (no dropout calls, no transposes: with one position, (B, 1, nh, hs) and
-        (B, nh, 1, hs) share a memory layout)."""
-        cfg = self.config
-        B, p, C, nh = idx.shape[0], cache.length, cfg.n_embd, cfg.n_head
-        x = self.wte(idx) + self.wpe.weight[p]  # (B, 1, C)
-        for i, block in enumerate(cast(list[Block], self.h)):
-            attn, mlp = block.attn, block.mlp
-            qkv = attn.c_attn(block.ln_1(x)).view(B, 3, nh, 1, C // nh)
-            cache.k[i, :, :, p] = qkv[:, 1, :, 0]
-            cache.v[i, :, :, p] = qkv[:, 2, :, 0]
-            y = F.scaled_dot_product_attention(  # (B, nh, 1, hs)
-                qkv[:, 0], cache.k[i, :, :, :p + 1], cache.v[i, :, :, :p + 1])
-            x = x + attn.c_proj(y.view(B, 1, C))
-            x = x + mlp.c_proj(F.gelu(mlp.c_fc(block.ln_2(x))))
-        cache.length += 1
-        return self.lm_head(self.ln_f(x))  # (B, 1, vocab)
 
     @torch.inference_mode()
     def generate(
@@ -216,23 +172,123 @@ class GPT(nn.Module):
         if len(prompt) + max_new_tokens > self.config.block_size:
             raise ValueError(f"prompt ({len(prompt)} tokens) + max_new_tokens "
                              f"({max_new_tokens}) exceeds block_size {self.config.block_size}")
-        device = self.wte.weight.device
-        cache = KVCache(self.config, 1, device, self.wte.weight.dtype)
+        decoder = GPTSlots(self, 1)  # one sequence: the serving decoder with one row
         penalised = repetition_penalty is not None and repetition_penalty != 1.0
-        seen = torch.tensor(list(prompt), device=device)
-        idx = seen.view(1, -1)  # (1, T): the whole prompt in one prefill pass
-        for _ in range(max_new_tokens):
-            logits, _ = self(idx, cache=cache)
-            logits = logits[0, -1].float()  # (vocab,)
+        seen = torch.tensor(list(prompt), device=self.wte.weight.device)
+        logits = decoder.prefill([prompt])  # (1, vocab): the whole prompt in one pass
+        for n in range(max_new_tokens):
+            row = logits[0].float()  # (vocab,)
             if penalised:
                 assert repetition_penalty is not None
-                logits = apply_repetition_penalty(logits, seen, repetition_penalty)
-            token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                row = apply_repetition_penalty(row, seen, repetition_penalty)
+            token = sample_next(row, temperature=temperature, top_k=top_k, top_p=top_p,
                                 generator=generator)
             yield token
             if penalised:  # only the penalty needs the history
-                seen = torch.cat([seen, torch.tensor([token.id], device=device)])
-            idx = torch.tensor([[token.id]], device=device)  # (1, 1)
+                seen = torch.cat([seen, torch.tensor([token.id], device=seen.device)])
+            if n + 1 < max_new_tokens:
+                logits = decoder.step([token.id])
+
+
+class GPTSlots:
+    """The serving form of a GPT: up to ``slots`` sequences decoded together, each at its
+    own position, through one key/value cache of (L, slots, nh, block_size, hs) (the
+    model side of continuous batching; see training.models.decoding.SlotDecoder)."""
+
+    def __init__(self, model: GPT, slots: int) -> None:
+        cfg = model.config
+        self.model, self.slots, self.active = model, slots, 0
+        self.n_head, self.n_embd, self.block_size = cfg.n_head, cfg.n_embd, cfg.block_size
+        weight = model.wte.weight
+        shape = (cfg.n_layer, slots, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        self.k = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        self.v = torch.zeros(shape, device=weight.device, dtype=weight.dtype)
+        self.lengths = [0] * slots  # positions filled in each row
+        self.positions = torch.arange(cfg.block_size, device=weight.device)
+
+    def room(self, row: int) -> int:
+        return self.block_size - self.lengths[row]
+
+    @torch.inference_mode()
+    def prefill(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Every prompt in one forward pass into the next free rows, right-padded to the
+        longest; each prompt's next-token logits (n, vocab)."""
+        n = len(prompts)
+        assert 0 < n <= self.slots - self.active, "no free row"
+        lengths = [len(p) for p in prompts]
+        assert min(lengths) > 0 and max(lengths) <= self.block_size, \
+            "each prompt must fit the context"
+        T, first = max(lengths), self.active
+        idx = torch.tensor([[*p, *[0] * (T - len(p))] for p in prompts], device=self.k.device)
+        x = self._forward(idx, slice(first, first + n), start=0, width=T)
+        self.lengths[first:first + n] = lengths
+        self.active += n
+        end = torch.tensor(lengths, device=x.device) - 1
+        m = self.model
+        return m.lm_head(m.ln_f(x[torch.arange(n, device=x.device), end]))  # (n, vocab)
+
+    @torch.inference_mode()
+    def step(self, tokens: Sequence[int]) -> torch.Tensor:
+        """One token for each active row; the next-token logits (active, vocab)."""
+        B = self.active
+        assert len(tokens) == B, "one token per active row"
+        lengths = self.lengths[:B]
+        idx = torch.tensor(tokens, device=self.k.device).view(B, 1)
+        if min(lengths) == max(lengths):  # every row at one position: no key to hide
+            x = self._forward(idx, slice(0, B), start=lengths[0], width=lengths[0] + 1)
+        else:
+            x = self._forward(idx, slice(0, B), width=max(lengths) + 1,
+                              ragged=torch.tensor(lengths, device=self.k.device))
+        self.lengths[:B] = [n + 1 for n in lengths]
+        m = self.model
+        return m.lm_head(m.ln_f(x[:, 0]))  # (B, vocab)
+
+    def _forward(self, idx: torch.Tensor, rows: slice, *, width: int, start: int = 0,
+                 ragged: torch.Tensor | None = None) -> torch.Tensor:
+        """The blocks over new tokens ``idx`` (n, T) of cache rows ``rows``: each token's
+        key and value go into its row of the cache, and each query attends to its row's
+        keys up to its own position. The new tokens sit at positions start..start+T-1 of
+        every row, or (one token a row) at ``ragged`` (n,), each row's own length, where a
+        mask hides the keys a shorter row has not filled; ``width`` keys are read."""
+        m, C, nh = self.model, self.n_embd, self.n_head
+        n, T = idx.shape
+        hs = C // nh
+        if ragged is None:
+            x = m.wte(idx) + m.wpe.weight[start:start + T]  # (n, T, C)
+            mask = None
+        else:
+            x = m.wte(idx) + m.wpe(ragged)[:, None]  # (n, 1, C)
+            mask = (self.positions[:width][None, :] <= ragged[:, None])[:, None, None]
+            row = torch.arange(rows.start, rows.stop, device=idx.device)  # (n,)
+        for i, block in enumerate(cast(list[Block], m.h)):
+            attn, mlp = block.attn, block.mlp
+            qkv = attn.c_attn(block.ln_1(x)).view(n, T, 3, nh, hs)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (n, nh, T, hs) each
+            if ragged is None:
+                self.k[i, rows, :, start:start + T] = k  # padding lands past each length
+                self.v[i, rows, :, start:start + T] = v
+            else:
+                self.k[i, row, :, ragged] = k[:, :, 0]
+                self.v[i, row, :, ragged] = v[:, :, 0]
+            y = F.scaled_dot_product_attention(  # (n, nh, T, hs)
+                q, self.k[i, rows, :, :width], self.v[i, rows, :, :width], attn_mask=mask,
+                is_causal=T > 1)
+            # One position: (n, nh, 1, hs) already lies in memory as (n, 1, C).
+            y = y.view(n, 1, C) if T == 1 else y.transpose(1, 2).reshape(n, T, C)
+            x = x + attn.c_proj(y)
+            x = x + mlp.c_proj(F.gelu(mlp.c_fc(block.ln_2(x))))  # no dropout: serving
+        return x
+
+    def remove(self, row: int) -> None:
+        last = self.active - 1
+        assert 0 <= row <= last, "no such row"
+        if row != last:
+            n = self.lengths[last]
+            self.k[:, row, :, :n] = self.k[:, last, :, :n]
+            self.v[:, row, :, :n] = self.v[:, last, :, :n]
+            self.lengths[row] = n
+        self.lengths[last] = 0
+        self.active = last
 
 
 TIED_HEAD = "lm_head.weight"  # tied to wte.weight: saved once, re-tied on load
