@@ -16,15 +16,21 @@ CDK_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" JSII_SILENCE_WARNING_END_OF_LIFE_NODE_
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# What training and serving need (torch and the project's own dependencies): all
+# `make run` waits for. The extras (the SageMaker SDK is the large one) come with setup.
+$(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
 ## Train the bundled Transformer for a minute, serve it, print generations.
-run: setup
+run: $(VENV)/.runtime
 	$(BIN)/genkiln demo --seconds 60
 
 ## The gate: lint, type checks, then every test (unit, contract, e2e, infra).

@@ -24,6 +24,7 @@ reads both endpoints and the bucket from `cdk-outputs.json`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -172,7 +173,8 @@ class EndpointClient:
     def info(self) -> dict[str, Any]:
         """The served model: family, modality, and how the playground should ask it."""
         if self.url is not None:
-            response = httpx.get(f"{self.url}/info", timeout=self.timeout)
+            with self._reaching():
+                response = httpx.get(f"{self.url}/info", timeout=self.timeout)
             if response.status_code >= 400:
                 raise _http_error(response.status_code, response.content)
             answer: dict[str, Any] = response.json()
@@ -188,6 +190,21 @@ class EndpointClient:
             return httpx.get(f"{self.url}/ping", timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False
+
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """A server that cannot be reached (down, wrong port, timed out) is one EndpointError
+        that says so, not a transport traceback."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise EndpointError(f"{self.url} did not answer within {self.timeout:g} s "
+                                f"({type(exc).__name__}); the server may be overloaded or "
+                                f"still loading") from None
+        except httpx.TransportError as exc:
+            raise EndpointError(f"cannot reach {self.url} ({' '.join(str(exc).split())}): "
+                                f"is the server running? Start one with `genkiln serve "
+                                f"MODEL_DIR`, or pass --url/--endpoint") from None
 
     @staticmethod
     def _id_header(inference_id: str | None) -> dict[str, str]:
@@ -205,9 +222,11 @@ class EndpointClient:
         if self.endpoint_name is not None and (long or len(body) > REALTIME_LIMIT):
             return self._invoke_async(body, inference_id)
         if self.url is not None:
-            response = httpx.post(f"{self.url}/invocations", content=body, timeout=self.timeout,
-                                  headers={"Content-Type": JSON, "Accept": JSON,
-                                           **self._id_header(inference_id)})
+            with self._reaching():
+                response = httpx.post(f"{self.url}/invocations", content=body,
+                                      timeout=self.timeout,
+                                      headers={"Content-Type": JSON, "Accept": JSON,
+                                               **self._id_header(inference_id)})
             if response.status_code >= 400:
                 raise _http_error(response.status_code, response.content)
             return response.json()
@@ -268,9 +287,10 @@ class EndpointClient:
 
     def _http_stream(self, body: bytes, inference_id: str | None = None
                      ) -> Iterator[dict[str, Any]]:
-        with httpx.stream("POST", f"{self.url}/invocations", content=body, timeout=self.timeout,
-                          headers={"Content-Type": JSON, "Accept": JSON_LINES,
-                                   **self._id_header(inference_id)}) as response:
+        with self._reaching(), httpx.stream(
+                "POST", f"{self.url}/invocations", content=body, timeout=self.timeout,
+                headers={"Content-Type": JSON, "Accept": JSON_LINES,
+                         **self._id_header(inference_id)}) as response:
             if response.status_code >= 400:
                 raise _http_error(response.status_code, response.read())
             yield from parse_events(response.iter_bytes())

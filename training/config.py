@@ -29,6 +29,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto picks cuda when present
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # bf16 autocast; auto: bf16 on CUDA only
     processes_per_host: int = 1  # data-parallel training processes per host; 0: one per GPU
+    num_threads: int = 0  # CPU threads per process; 0: the faster of 1 and all, measured
 
     def validate(self) -> None:
         require(self.max_steps >= 1, "max_steps", "must be at least 1")
@@ -47,3 +48,4 @@ class TrainConfig:
         require(self.processes_per_host >= 0, "processes_per_host",
                 "must be 0 (one per GPU) or positive")
         require(0 < self.val_fraction < 1, "val_fraction", "must be between 0 and 1")
+        require(self.num_threads >= 0, "num_threads", "must be 0 (measured) or positive")

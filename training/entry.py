@@ -31,9 +31,17 @@ from training.data.errors import DataError
 from training.distributed import Rendezvous, World
 from training.feedback import FeedbackError
 from training.hyperparameters import HyperparameterError, build, check_known
-from training.loop import Stopped, fit, format_metrics, run_fingerprint, uses_bf16
+from training.loop import (
+    Stopped,
+    fit,
+    format_metrics,
+    mixed_precision,
+    run_fingerprint,
+    uses_bf16,
+)
 from training.models import Family, get_family
 from training.recipes.contract import Recipe
+from training.threads import fit_threads
 from training.workers import run_workers, write_outcome
 
 log = logging.getLogger("genkiln.train")
@@ -162,6 +170,10 @@ def _train(opt_ml: OptMl, family: Family, cfg: TrainConfig, model_cfg: Any,
         f"precision {'bf16' if uses_bf16(cfg, device) else 'fp32'})")
     recipe = family.build_recipe(cfg, model_cfg, train_dir=train_dir,
                                   validation_dir=validation_dir, device=device, log=say)
+    if device.type == "cpu":
+        fit_threads(recipe, lr=cfg.learning_rate, requested=cfg.num_threads,
+                    processes=world.size if world.active else 1,
+                    precision=mixed_precision(cfg, device), log=say)
     checkpoints = opt_ml.checkpoint_dir if opt_ml.checkpoint_dir.is_dir() else None
     history: list[dict[str, float]] = []
     metrics = fit(recipe, cfg, stop=stop, log=say, checkpoints=checkpoints,
@@ -232,7 +244,28 @@ def refine(opt_ml: OptMl, values: Mapping[str, str], stop: threading.Event, *,
                    lineage=lineage)
 
 
-def _outcome(work: Callable[[], object]) -> tuple[int, str]:
+class StopRequest(threading.Event):
+    """Set by the signal that stops a run: SIGTERM (a stopped job, a spot interruption,
+    scale-in) or Ctrl-C. A second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by = "SIGTERM"
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGINT:
+            self.by = "Ctrl-C"
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.set()
+
+    def install(self, *signums: int) -> dict[int, Any]:
+        """Handle ``signums`` (from the main thread only); the handlers replaced."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self) for s in signums}
+
+
+def _outcome(work: Callable[[], object], stop: StopRequest | None = None) -> tuple[int, str]:
     """Run ``work``, mapping every outcome to SageMaker's: an exit code and a reason."""
     try:
         work()
@@ -241,6 +274,8 @@ def _outcome(work: Callable[[], object]) -> tuple[int, str]:
         _say(f"genkiln: training failed: {exc}")
         return EXIT_BAD_INPUT, str(exc)
     except Stopped as exc:
+        if stop is not None and stop.by != exc.by:
+            exc = Stopped(exc.step, stop.by)
         _say(f"genkiln: {exc}")
         return EXIT_STOPPED, str(exc)
     except WorkersFailed as exc:
@@ -270,27 +305,26 @@ def _train_here_or_in_workers(opt_ml: OptMl, overrides: Mapping[str, str],
 def _worker(local_rank: int, results: Path, opt_ml: OptMl, overrides: dict[str, str],
             join: Rendezvous) -> None:
     """One spawned training process: rank ``join.host_rank * join.per_host + local_rank``."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = StopRequest()
+    stop.install(signal.SIGTERM, signal.SIGINT)
     code, reason = _outcome(lambda: train(opt_ml, overrides, stop, join=join,
-                                          local_rank=local_rank))
+                                          local_rank=local_rank), stop)
     write_outcome(results, local_rank, code, reason)
     sys.exit(code)
 
 
 def run_training(opt_ml: OptMl, overrides: Mapping[str, str] | None = None) -> int:
     """Train, mapping every outcome to SageMaker's: exit code and output/failure."""
-    stop = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        # PID 1 in a container ignores SIGTERM unless it installs a handler.
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = StopRequest()
+    # PID 1 in a container ignores SIGTERM unless it installs a handler; Ctrl-C stops a
+    # run on a laptop the same way, at a step boundary, saving its checkpoint.
+    previous = stop.install(signal.SIGTERM, signal.SIGINT)
     try:
         code, reason = _outcome(lambda: _train_here_or_in_workers(opt_ml, overrides or {},
-                                                                  stop))
+                                                                  stop), stop)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if code:
         opt_ml.write_failure(reason)
     return code

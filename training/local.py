@@ -1,7 +1,9 @@
 """Local mode: emulate `/opt/ml` in a folder and run the same training entry point.
 
 Nothing here trains: it only lays out the files SageMaker would, so the code path is
-the one that runs in a container and in AWS.
+the one that runs in a container and in AWS. A local run checkpoints beside its artifact
+(`<model-dir>-checkpoint/`, SageMaker's checkpoints folder), so Ctrl-C stops it at a step
+boundary and the same command resumes it; the folder goes once the run completes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from training.contract import OptMl
-from training.entry import run_training
+from training.entry import EXIT_STOPPED, run_training
 
 
 def emulate_opt_ml(root: Path, *, hyperparameters: Mapping[str, str],
@@ -47,18 +49,32 @@ def emulate_opt_ml(root: Path, *, hyperparameters: Mapping[str, str],
     return opt_ml
 
 
+def checkpoint_folder(model_dir: Path) -> Path:
+    """Where a local run into ``model_dir`` keeps its checkpoint until it completes."""
+    return model_dir.with_name(f"{model_dir.name}-checkpoint")
+
+
 def train_locally(*, model_dir: Path, hyperparameters: Mapping[str, str],
                   data: Path | None = None, validation: Path | None = None,
                   channels: Mapping[str, Path] | None = None) -> int:
     """Train in an emulated /opt/ml; on success copy the artifact to ``model_dir``."""
+    model_dir = Path(model_dir)
+    checkpoints = checkpoint_folder(model_dir)
+    checkpoints.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="genkiln-opt-ml-") as root:
         opt_ml = emulate_opt_ml(Path(root), hyperparameters=hyperparameters, data=data,
                                 validation=validation, channels=channels)
+        opt_ml.checkpoint_dir.symlink_to(checkpoints.resolve(), target_is_directory=True)
         code = run_training(opt_ml)
         if code == 0:
-            model_dir = Path(model_dir)
             if model_dir.exists():
                 shutil.rmtree(model_dir)
             shutil.copytree(opt_ml.model_dir, model_dir)
+            shutil.rmtree(checkpoints, ignore_errors=True)
             print(f"genkiln: model saved to {model_dir}", flush=True)
+        elif code == EXIT_STOPPED and any(checkpoints.iterdir()):
+            print(f"genkiln: the checkpoint is in {checkpoints}; run the same command again "
+                  f"to resume from it, or delete that folder to start over", flush=True)
+        elif not any(checkpoints.iterdir()):
+            checkpoints.rmdir()
         return code

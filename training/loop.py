@@ -27,17 +27,18 @@ THROUGHPUT_UNITS = ("tokens", "images", "bars")
 
 
 class Stopped(Exception):
-    """Training was asked to stop (SIGTERM: a stopped job or a spot interruption)."""
+    """Training was asked to stop (SIGTERM: a stopped job or a spot interruption; Ctrl-C
+    on a laptop), after saving a checkpoint where the run has a checkpoint folder."""
 
-    def __init__(self, step: int) -> None:
-        super().__init__(f"training stopped by SIGTERM at step {step}")
-        self.step = step
+    def __init__(self, step: int, by: str = "SIGTERM") -> None:
+        super().__init__(f"training stopped by {by} at step {step}")
+        self.step, self.by = step, by
 
 
 #: Settings that change how a run is watched, not what it computes: a resumed run may
 #: differ in these.
 _NOT_SHAPING = {"log_interval", "eval_interval", "eval_batches", "checkpoint_interval",
-                "max_seconds", "processes_per_host"}
+                "max_seconds", "processes_per_host", "num_threads"}
 
 
 def run_fingerprint(cfg: TrainConfig, model_cfg: object) -> str:

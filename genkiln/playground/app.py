@@ -85,6 +85,7 @@ def create_playground(client: EndpointClient) -> FastAPI:
         try:
             return JSONResponse(info())
         except EndpointError as exc:
+            log.warning("the model is not reachable: %s", exc)
             return JSONResponse({"error": f"the model is not reachable: {exc}"},
                                 status_code=502)
 
@@ -116,6 +117,7 @@ def create_playground(client: EndpointClient) -> FastAPI:
         try:
             hints = info().get("playground", {})
         except EndpointError as exc:
+            log.warning("the model is not reachable: %s", exc)
             return JSONResponse({"error": f"the model is not reachable: {exc}"},
                                 status_code=502)
         payload = build_payload(hints, prompt=data.get("prompt"),
@@ -136,6 +138,7 @@ def create_playground(client: EndpointClient) -> FastAPI:
                 else 502
             message = exc.body.get("error", str(exc)) if isinstance(exc.body, dict) \
                 else str(exc)
+            log.warning("feedback: %s", message)
             return JSONResponse({"error": message}, status_code=status)
         return JSONResponse(answer)
 
@@ -160,11 +163,13 @@ def _events(client: EndpointClient, payload: dict[str, Any]) -> Iterator[bytes]:
             yield _line(_done(client.invoke(payload)))
     except EndpointError as exc:
         message = exc.body.get("error", str(exc)) if isinstance(exc.body, dict) else str(exc)
+        log.warning("generation: %s", message)
         yield _line({"type": "error", "error": message})
     except Exception:
         log.exception("playground generation failed")
         yield _line({"type": "error", "error": "the playground could not reach the model; "
                                                "its log has the details"})
+
 
 
 def run_playground(client: EndpointClient, *, host: str = "127.0.0.1", port: int = 8000

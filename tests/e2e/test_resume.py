@@ -19,7 +19,9 @@ def opt_ml_tree(root: Path, data: Path) -> Path:
     (root / "input/config").mkdir(parents=True)
     (root / "input/config/hyperparameters.json").write_text(json.dumps(
         {**TINY, "max_steps": STEPS, "log_interval": "1", "checkpoint_interval": "7",
-         "eval_interval": "1000"}))
+         "eval_interval": "1000",
+         # Float results depend on the thread count: bit-for-bit needs the same one.
+         "num_threads": "1"}))
     (root / "input/data").mkdir()
     (root / "input/data/train").symlink_to(data)
     (root / "checkpoints").mkdir()  # SageMaker creates it for jobs with a checkpoint config
@@ -72,3 +74,31 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path, text_dir: Pat
     done = train(root)
     assert done.returncode == 2
     assert "checkpoint of a run with other settings" in (root / "output/failure").read_text()
+
+
+def test_ctrl_c_on_a_local_run_ends_cleanly_and_the_same_command_resumes(
+        tmp_path: Path, text_dir: Path) -> None:
+    model = tmp_path / "model"
+    command = [*GENKILN, "train", "--data", str(text_dir), "--model-dir", str(model),
+               *[x for k, v in {**TINY, "max_steps": STEPS, "log_interval": "1",
+                                "eval_interval": "1000"}.items() for x in (f"--{k}", v)]]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("step=5 "):
+            process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            break
+    rest = process.stdout.read()
+    assert process.wait(timeout=60) == 143
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest
+    checkpoints = tmp_path / "model-checkpoint"
+    assert "training stopped by Ctrl-C at step" in rest
+    assert f"the checkpoint is in {checkpoints}; run the same command again" in rest
+    saved = json.loads((checkpoints / "checkpoint.json").read_text())["step"]
+    assert not model.exists()
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"resumed from the checkpoint at step {saved}" in again.stdout
+    assert (model / "genkiln.json").is_file() and not checkpoints.exists()

@@ -58,6 +58,7 @@ def test_bad_jsonl_names_file_and_line(tmp_path: Path) -> None:
         load_text_folder(scan_folder(tmp_path))
 
 
+@pytest.mark.slow
 def test_bundled_corpus_is_real_prose() -> None:
     corpus = bundled_corpus()
     assert corpus.files > 100 and len(corpus.documents) > 1000
@@ -82,3 +83,32 @@ def test_inspect_command(text_dir: Path, tmp_path: Path,
     (tmp_path / "b.jpg").write_bytes(b"\xff\xd8")
     assert main(["data", "inspect", str(tmp_path)]) == 2
     assert "mixes modalities" in capsys.readouterr().err
+
+
+def test_one_big_text_file_is_cut_into_paragraphs_to_hold_some_out(tmp_path: Path) -> None:
+    (tmp_path / "book.txt").write_text("First paragraph,\nstill first.\n\nSecond one.\n"
+                                       "  \nThird.\n", encoding="utf-8")
+    corpus = load_text_folder(scan_folder(tmp_path))
+    assert corpus.documents == ["First paragraph,\nstill first.", "Second one.", "Third."]
+    assert corpus.note.startswith("one document, cut into 3 paragraphs")
+
+
+def test_one_file_without_blank_lines_is_cut_into_lines(tmp_path: Path) -> None:
+    (tmp_path / "lines.txt").write_text("one\ntwo\nthree\n", encoding="utf-8")
+    corpus = load_text_folder(scan_folder(tmp_path))
+    assert corpus.documents == ["one", "two", "three"] and "3 lines" in corpus.note
+
+
+def test_several_files_stay_one_document_each(text_dir: Path) -> None:
+    corpus = load_text_folder(scan_folder(text_dir))
+    assert corpus.note == "" and len(corpus.documents) >= 2
+
+
+def test_a_single_line_still_asks_for_more_data(tmp_path: Path) -> None:
+    from training.config import TrainConfig
+    from training.recipes.sequence import tokenize_text
+
+    (tmp_path / "tiny.txt").write_text("just one line", encoding="utf-8")
+    corpus = load_text_folder(scan_folder(tmp_path))
+    with pytest.raises(DataError, match="a held-out split needs at least two"):
+        tokenize_text(corpus, TrainConfig(), validation_dir=None, vocab_size=300)

@@ -43,6 +43,7 @@ def midi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gan", "vae", "rbm", "autoencoder", "rnn"])
 def test_resume_matches_an_uninterrupted_run(family: str, digits_dir: Path, midi_dir: Path,
                                              tmp_path: Path) -> None:

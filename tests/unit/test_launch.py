@@ -93,6 +93,7 @@ def corpus(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_training_job_request_carries_the_launch(aws, corpus: Path) -> None:
     status = main([
         "train", "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
@@ -192,6 +193,7 @@ def test_spot_wait_shorter_than_run_is_refused(aws, capsys: pytest.CaptureFixtur
     assert not [op for op, _ in aws if op == "CreateTrainingJob"]
 
 
+@pytest.mark.slow
 def test_s3_data_is_used_where_it_is(aws) -> None:
     status = main([
         "train", "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
@@ -239,6 +241,7 @@ def model_files(bucket: str, key: str) -> list[str]:
         return sorted(tar.getnames())
 
 
+@pytest.mark.slow
 def test_realtime_endpoint_requests(aws, artifact: Path) -> None:
     assert main([
         "deploy", str(artifact), "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE,
@@ -282,6 +285,7 @@ def test_serverless_endpoint_has_no_instances(aws) -> None:
                        "ServerlessConfig": {"MemorySizeInMB": 4096, "MaxConcurrency": 2}}
 
 
+@pytest.mark.slow
 def test_async_endpoint_writes_to_the_artifact_bucket(aws, artifact: Path) -> None:
     assert main([
         "deploy", str(artifact), "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE,

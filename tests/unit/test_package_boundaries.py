@@ -16,6 +16,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("training", "inference", "infra", "genkiln")
 #: What serving may import from training: the models (with their loaders and the formats
@@ -71,6 +73,7 @@ def test_the_image_build_context_holds_the_runtimes_alone() -> None:
     assert packages == {"training", "inference"}, allowed
 
 
+@pytest.mark.slow
 def test_a_runtime_loads_no_control_plane_code() -> None:
     # What the serving and job processes load before they do anything: not the launcher,
     # the deployer, the SageMaker SDK or the CDK app.
@@ -83,6 +86,7 @@ def test_a_runtime_loads_no_control_plane_code() -> None:
     assert not unwanted, unwanted
 
 
+@pytest.mark.slow
 def test_serving_loads_no_training_machinery() -> None:
     # The server and every family's handler: the models and the artifact, not the
     # recipes, data pipelines, loop or evaluation that training runs.

@@ -149,3 +149,26 @@ def test_an_inference_id_names_the_generation(runtime: RuntimeToServer) -> None:
 def test_requests_take_the_shape_info_describes(hints: dict[str, Any],
                                                 expected: dict[str, Any]) -> None:
     assert build_payload(hints, prompt="hi", midi_base64="TVRoZA==", seed=3) == expected
+
+
+def test_a_server_that_is_down_is_one_line_on_the_page_and_in_the_log(
+        caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    down = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    app = create_playground(EndpointClient(url=down))
+    with caplog.at_level("WARNING", logger="genkiln.playground"), \
+            TestClient(app, raise_server_exceptions=False) as page:
+        info = page.get("/api/info")
+        generated = page.post("/api/generate", json={"prompt": "hi"})
+        judged = page.post("/api/feedback", json={"generation_id": "g", "rating": 3})
+    for answer in (info, generated, judged):
+        assert answer.status_code == 502
+        assert f"cannot reach {down}" in answer.json()["error"]
+        assert "is the server running?" in answer.json()["error"]
+    assert len(caplog.records) == 3 and not any(r.exc_info for r in caplog.records)
+    assert all("\n" not in r.getMessage() for r in caplog.records)
+
+    from genkiln.cli import main
+
+    assert main(["invoke", "hello", "--url", down]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"genkiln invoke: cannot reach {down}") and error.count("\n") == 1

@@ -99,6 +99,7 @@ def test_deadline_ends_a_stream_with_a_final_event(handler: TextGenerationHandle
     assert whole[0]["details"]["finish_reason"] == "deadline"
 
 
+@pytest.mark.slow
 def test_request_that_cannot_start_in_time_is_503(handler: TextGenerationHandler,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # Batching off: one request at a time, so the second waits behind the first.

@@ -6,6 +6,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ class TextCorpus:
     documents: list[str]
     source: str
     files: int
+    #: how the documents were cut from the files, when not one a file or line
+    note: str = ""
 
     @property
     def characters(self) -> int:
@@ -109,7 +112,12 @@ def _read_jsonl(path: Path, text_key: str) -> list[str]:
 
 
 def load_text_folder(scan: FolderScan, *, text_key: str = "text") -> TextCorpus:
-    """Documents from a scanned text folder: each .txt file is one, each .jsonl line is one."""
+    """Documents from a scanned text folder: each .txt file is one, each .jsonl line is one.
+
+    A folder of one document (one big text file: the commonest corpus) is cut into its
+    paragraphs (blank-line separated), or its lines where it has no blank lines, so that
+    a share of them can be held out for validation, as nanoGPT holds out the end of its
+    one file."""
     if scan.modality != "text":
         raise DataError(
             f"{scan.root} holds {scan.modality} files, but this family trains on text "
@@ -124,4 +132,18 @@ def load_text_folder(scan: FolderScan, *, text_key: str = "text") -> TextCorpus:
     documents = [d for d in documents if d.strip()]
     if not documents:
         raise DataError(f"{scan.root} holds only empty text files")
+    if len(documents) == 1:
+        return _cut(documents[0], source=str(scan.root), files=len(scan.files))
     return TextCorpus(documents=documents, source=str(scan.root), files=len(scan.files))
+
+
+def _cut(text: str, *, source: str, files: int) -> TextCorpus:
+    """One document as its paragraphs, else its lines (kept whole where it has neither)."""
+    for unit, pieces in (("paragraphs", re.split(r"\n[ \t]*\n", text)),
+                         ("lines", text.splitlines())):
+        kept = [p.strip("\n") for p in pieces if p.strip()]
+        if len(kept) >= 2:
+            return TextCorpus(documents=kept, source=source, files=files,
+                              note=f"one document, cut into {len(kept):,} {unit} (a share "
+                                   f"of them is held out)")
+    return TextCorpus(documents=[text], source=source, files=files)

@@ -68,7 +68,8 @@ class Recipe(SequenceRecipe):
             assert scan is not None
             corpus_text = load_text_folder(scan, text_key=run.text_key)
             log(f"train channel: {len(corpus_text.documents)} documents from "
-                f"{corpus_text.files} files")
+                f"{corpus_text.files} files"
+                + (f"; {corpus_text.note}" if corpus_text.note else ""))
             text = tokenize_text(corpus_text, run, validation_dir=validation_dir,
                                  vocab_size=model_cfg.vocab_size)
             self.tokenizer, self.train_tokens, self.val_tokens = (text.tokenizer, text.train,

@@ -41,7 +41,8 @@ class Recipe(SequenceRecipe):
             log(f"no train channel: using the {corpus.source}")
         else:
             corpus = load_text_folder(scan_folder(train_dir), text_key=run.text_key)
-            log(f"train channel: {len(corpus.documents)} documents from {corpus.files} files")
+            log(f"train channel: {len(corpus.documents)} documents from {corpus.files} files"
+                + (f"; {corpus.note}" if corpus.note else ""))
         text = tokenize_text(corpus, run, validation_dir=validation_dir,
                              vocab_size=model_cfg.vocab_size)
         self.tokenizer, self.train_tokens, self.val_tokens = text.tokenizer, text.train, text.val
