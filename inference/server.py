@@ -71,7 +71,6 @@ from training.artifact import ArtifactError, artifact_sha256, load_artifact
 
 log = logging.getLogger("genkiln.serve")
 
-#: SageMaker real-time endpoints carry request bodies up to 6 MB.
 #: After a body this large, the allocator is asked to hand freed memory back to the OS.
 LARGE_BODY = 1024 * 1024
 

@@ -2,8 +2,8 @@
 
 PyTorch's intra-op threads default to every core, and its OpenMP threads spin while they
 wait for each other: on a host whose cores are busy with other work, every step then waits
-for a thread the scheduler has put aside (30 RNN steps took 41 s on an idle machine and
-over 600 s on a loaded one). So, as the server does, a job on the CPU measures a few of its
+for a thread the scheduler has put aside (docs/families.md has the figures). So, as the
+server does, a job on the CPU measures a few of its
 own steps on one thread and on all the cores it may use, and keeps the faster. The steps
 measured are undone: weights, optimizer moments and random states are put back, so the
 run trains exactly as it would have.

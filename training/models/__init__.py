@@ -31,7 +31,7 @@ class Family:
     tuning: Tuning
     #: What `genkiln evaluate` must measure for the pipeline to register the model, as
     #: METRIC<=NUMBER or METRIC>=NUMBER: met after default training on the bundled data,
-    #: far from met untrained (the figures beside each).
+    #: far from met untrained (docs/families.md has the figures).
     register_if: str
     #: Defaults of the shared training settings (TrainConfig) that suit this family better
     #: than TrainConfig's own, as hyperparameter strings; anything the user sets wins.
@@ -81,7 +81,7 @@ FAMILIES: dict[str, Family] = {
                      "val_bits_per_char", "ngram_bits_per_char", "tokens_per_second",
                      "learning_rate"),
             description="GPT-style decoder language model with a byte-level BPE tokenizer",
-            register_if="val_loss<=5.0",  # 3.74 trained, 9.0 untrained
+            register_if="val_loss<=5.0",
             tuning=Tuning("val_loss", "Minimize", {
                 "learning_rate": continuous(3e-4, 1e-2, "Logarithmic"),
                 "weight_decay": continuous(0.0, 0.2),
@@ -89,10 +89,7 @@ FAMILIES: dict[str, Family] = {
                 "n_layer": integer(2, 6),
             }),
             # A small decoder trained for minutes learns more from the same tokens at a
-            # higher peak rate and with more, smaller steps: held-out perplexity after
-            # 2.5M tokens 91.3 (1e-3, batch 32), 62.6 (3e-3, 32), 52.6 (16), 49.2 (8).
-            # 3,200 steps of 8 fill about 5 minutes on 2 cores: 42.3, past the trigram's
-            # 45.4 (1.77 against 1.80 bits per character).
+            # higher peak rate and with more, smaller steps (docs/families.md: the runs).
             train_defaults={"learning_rate": "0.003", "min_learning_rate": "0.0003",
                             "batch_size": "8", "max_steps": "3200", "warmup_steps": "200",
                             "eval_interval": "800"},
@@ -108,15 +105,14 @@ FAMILIES: dict[str, Family] = {
                      "tokens_per_second", "learning_rate"),
             description="LSTM/GRU sequence model: continues melodies (Bach chorales by "
                         "default) or text",
-            register_if="val_loss<=5.0",  # melodies 1.27, text about 4; untrained 5.5+
+            register_if="val_loss<=5.0",
             tuning=Tuning("val_loss", "Minimize", {
                 "learning_rate": continuous(3e-4, 1e-2, "Logarithmic"),
                 "dropout": continuous(0.0, 0.3),
                 "hidden_size": categorical("128", "256", "384", "512"),
                 "cell": categorical("lstm", "gru"),
             }),
-            # About 5 minutes on 2 CPU cores; a tenth of the chorales held out, so the
-            # perplexity and in-key share rest on some 40 melodies.
+            # A few minutes on a CPU; a tenth of the chorales held out.
             train_defaults={"max_steps": "500", "eval_interval": "100", "val_fraction": "0.1"},
         ),
         Family(
@@ -128,7 +124,7 @@ FAMILIES: dict[str, Family] = {
             metrics=("d_loss", "g_loss", "val_fid", "val_fid_floor", "val_fid_untrained",
                      "val_confidence", "images_per_second", "learning_rate"),
             description="class-conditional DCGAN with a spectrally normalised discriminator",
-            register_if="val_fid<=50",  # 10.3 trained, 314 untrained
+            register_if="val_fid<=50",
             tuning=Tuning("val_fid", "Minimize", {
                 "learning_rate": continuous(1e-4, 1e-3, "Logarithmic"),
                 "label_smoothing": continuous(0.0, 0.2),
@@ -148,7 +144,7 @@ FAMILIES: dict[str, Family] = {
                      "val_fid_untrained", "val_confidence", "images_per_second",
                      "learning_rate"),
             description="convolutional variational autoencoder, optionally class-conditional",
-            register_if="val_fid<=50",  # 6.1 trained, 335 untrained
+            register_if="val_fid<=50",
             tuning=Tuning("val_fid", "Minimize", {
                 "learning_rate": continuous(3e-4, 5e-3, "Logarithmic"),
                 "latent_dim": integer(4, 32),
@@ -168,7 +164,7 @@ FAMILIES: dict[str, Family] = {
                      "sklearn_rbm_probe_accuracy", "sklearn_rbm_pll", "images_per_second",
                      "learning_rate"),
             description="Bernoulli RBM trained by contrastive divergence (CD-k or persistent)",
-            register_if="val_probe_accuracy>=0.9",  # 0.964 trained
+            register_if="val_probe_accuracy>=0.9",
             tuning=Tuning("val_probe_accuracy", "Maximize", {
                 "learning_rate": continuous(0.005, 0.1, "Logarithmic"),
                 "n_hidden": categorical("64", "128", "256", "512"),
@@ -193,7 +189,7 @@ FAMILIES: dict[str, Family] = {
                      "val_auroc_noise", "val_auroc_untrained", "val_auroc_pca",
                      "images_per_second", "learning_rate"),
             description="convolutional autoencoder: latent codes and anomaly scores",
-            register_if="val_auroc>=0.8",  # 0.981 trained, 0.135 untrained
+            register_if="val_auroc>=0.8",
             tuning=Tuning("val_auroc", "Maximize", {
                 "learning_rate": continuous(3e-4, 5e-3, "Logarithmic"),
                 "latent_dim": integer(4, 32),
@@ -215,7 +211,7 @@ FAMILIES: dict[str, Family] = {
                      "learning_rate"),
             description="MuseGAN-style conditional GAN: a melody in, alto, tenor and bass "
                         "out (Bach chorales by default, or four-part MIDI)",
-            register_if="val_metric_gap<=0.2",  # 0.04 trained, 0.27 untrained
+            register_if="val_metric_gap<=0.2",
             tuning=Tuning("val_metric_gap", "Minimize", {
                 "learning_rate": continuous(2e-4, 3e-3, "Logarithmic"),
                 "gp_weight": continuous(1.0, 20.0),

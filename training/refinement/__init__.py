@@ -16,7 +16,7 @@ and a `feedback` channel (the store's layout: generations/*.json, feedback/*.jso
   step of the family's own objective on training images, which keeps the distribution
   anchored to the data. Re-weighting the likelihood of the model's own samples was tried
   first and barely moves a generator: its own samples are already what it models best
-  (a VAE's mean ink moved 2% in 100 steps; the reward moves it 14% in 40).
+  (docs/families.md has the figures).
 - RBM and autoencoder (no differentiable sampler): the family's own objective on batches
   of which `feedback_share` are images rated well, drawn in proportion to their rating,
   the rest training images. Poorly rated images are not used there: a likelihood or a
