@@ -51,8 +51,8 @@ from inference.handlers.transformer import TextGenerationHandler
 from inference.seeds import fresh_seed
 from inference.settings import DEFAULTS, ServingSettings
 from training.artifact import Artifact
-from training.models.formats.midi import MidiError, write_midi
-from training.models.formats.notes import DURATIONS, Note, parse_midi, snap
+from training.models.formats.midi import MidiError, parse_midi, write_midi
+from training.models.formats.notes import DURATIONS, Note, snap
 from training.models.formats.pianoroll import (
     STEPS_PER_BAR,
     STEPS_PER_QUARTER,

@@ -16,8 +16,8 @@ from training.contract import OptMl
 from training.data.music import in_key_share
 from training.entry import EXIT_BAD_INPUT, run_training
 from training.local import emulate_opt_ml
-from training.models.formats.midi import write_midi
-from training.models.formats.notes import EventVocabulary, Note, parse_midi
+from training.models.formats.midi import parse_midi, write_midi
+from training.models.formats.notes import EventVocabulary, Note
 from training.models.rnn import RNNConfig, SequenceRNN, grammar
 
 TINY_RNN = {"family": "rnn", "n_embd": "16", "hidden_size": "32", "n_layer": "1",

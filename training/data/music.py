@@ -17,8 +17,8 @@ from typing import Any
 
 from training.data.errors import DataError
 from training.data.folder import FolderScan
-from training.models.formats.midi import MidiError
-from training.models.formats.notes import Note, melody_of_score, parse_midi, transpose
+from training.models.formats.midi import MidiError, parse_midi
+from training.models.formats.notes import Note, melody_of_score, transpose
 from training.settings import cache_dir
 
 _EXTRACTION = 2  # bump when melody extraction changes, to invalidate cached corpora

@@ -123,7 +123,8 @@ class SequenceRefinement:
 
     def _encode_melody(self, record: GenerationRecord, where: str
                        ) -> tuple[list[int], list[int]]:
-        from training.models.formats.notes import Note, parse_midi
+        from training.models.formats.midi import parse_midi
+        from training.models.formats.notes import Note
 
         vocab = self.recipe.vocabulary
         assert vocab is not None  # melodies

@@ -10,10 +10,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from training.models.formats.notes import Note
+from training.models.formats.notes import Note, melody_of_score
 
 TICKS_PER_QUARTER = 480
 
@@ -200,3 +198,18 @@ def read_midi(data: bytes) -> MidiSong:
                                       notes=sorted(played, key=lambda n: (n[1], n[0]))))
         pos = end
     return MidiSong(parts=[part for part in parts if part.notes], time_signatures=signatures)
+
+
+def parse_midi(data: bytes, name: str = "MIDI data") -> list[Note]:
+    """The melody of a MIDI file; a file that does not parse is a MidiError naming it."""
+    from music21 import converter
+
+    try:
+        score = converter.parseData(data, format="midi", forceSource=True)
+    except Exception as exc:  # music21 raises many kinds on malformed MIDI
+        raise MidiError(f"{name} is not a readable MIDI file ({type(exc).__name__}: {exc})"
+                        ) from exc
+    melody = melody_of_score(score)
+    if not melody:
+        raise MidiError(f"{name} holds no notes")
+    return melody

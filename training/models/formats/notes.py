@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from training.models.formats.midi import MidiError
-
 #: Note lengths in quarter notes that durations are snapped to.
 DURATIONS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 REST = "REST"
@@ -112,16 +110,3 @@ def melody_of_score(score: object) -> list[Note]:
     return notes
 
 
-def parse_midi(data: bytes, name: str = "MIDI data") -> list[Note]:
-    """The melody of a MIDI file; a file that does not parse is a MidiError naming it."""
-    from music21 import converter
-
-    try:
-        score = converter.parseData(data, format="midi", forceSource=True)
-    except Exception as exc:  # music21 raises many kinds on malformed MIDI
-        raise MidiError(f"{name} is not a readable MIDI file ({type(exc).__name__}: {exc})"
-                        ) from exc
-    melody = melody_of_score(score)
-    if not melody:
-        raise MidiError(f"{name} holds no notes")
-    return melody
