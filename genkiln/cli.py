@@ -277,10 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "train":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args, extra = job.parse_arguments(build_parser(), argv)
     if args.command == "train":
         return _train(args, extra)
     if args.command == "serve":

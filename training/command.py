@@ -180,11 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None
+                    ) -> tuple[argparse.Namespace, list[str]]:
+    """The arguments, and what `train` takes beyond them: `--key value` hyperparameters
+    (any other verb refuses what it does not know)."""
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args, extra
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, extra = parse_arguments(build_parser(), argv)
     if args.command == "train":
         return train(args, extra)
     if args.command == "evaluate":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
@@ -17,6 +17,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from training.artifact import Artifact, ArtifactError
 from training.hyperparameters import require
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def check_image_size(size: int) -> None:
@@ -129,3 +131,11 @@ def load_image_model(artifact: Artifact, config_cls: type, build: Callable[[Any,
         raise ArtifactError(f"{artifact.directory}: weights do not match model_args "
                             f"({exc})") from exc
     return cfg, spec, model.to(device).eval(), extras
+
+
+@dataclass(frozen=True)
+class LoadedImageModel(Generic[M]):
+    """What serving needs of an image family: the network and the images it works on."""
+
+    model: M
+    spec: ImageSpec

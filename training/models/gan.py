@@ -25,6 +25,7 @@ from training.models.convnets import (
     ConvDecoder,
     ConvEncoder,
     ImageSpec,
+    LoadedImageModel,
     check_image_size,
     load_image_model,
 )
@@ -123,12 +124,7 @@ class GAN(nn.Module):
         return (self.generator(z, y) + 1.0) / 2.0
 
 
-@dataclass(frozen=True)
-class LoadedGAN:
-    model: GAN
-    spec: ImageSpec
-
-
-def from_artifact(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedGAN:
+def from_artifact(artifact: Artifact, device: str | torch.device = "cpu"
+                  ) -> LoadedImageModel[GAN]:
     _, spec, model, _ = load_image_model(artifact, GANConfig, GAN, device)
-    return LoadedGAN(model=model, spec=spec)
+    return LoadedImageModel(model=model, spec=spec)

@@ -21,6 +21,7 @@ from training.models.convnets import (
     ConvDecoder,
     ConvEncoder,
     ImageSpec,
+    LoadedImageModel,
     check_image_size,
     load_image_model,
 )
@@ -135,12 +136,7 @@ class VAE(nn.Module):
         return torch.sigmoid(self.decoder(z))  # (steps, C, S, S)
 
 
-@dataclass(frozen=True)
-class LoadedVAE:
-    model: VAE
-    spec: ImageSpec
-
-
-def from_artifact(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedVAE:
+def from_artifact(artifact: Artifact, device: str | torch.device = "cpu"
+                  ) -> LoadedImageModel[VAE]:
     _, spec, model, _ = load_image_model(artifact, VAEConfig, VAE, device)
-    return LoadedVAE(model=model, spec=spec)
+    return LoadedImageModel(model=model, spec=spec)
