@@ -235,7 +235,7 @@ async def stream_load(url: str, clients: int, per_client: int, max_new: int
                     assert status == 200, line
                     if first is None:
                         first = time.perf_counter() - sent
-                    event = json.loads(line.removeprefix("data:"))  # server-sent events
+                    event = json.loads(line.removeprefix(b"data:"))  # server-sent events
                     assert "error" not in event, event
                     tokens += 1
                 ttft.append(first or float("nan"))
