@@ -55,7 +55,8 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
     if args.opt_ml is not None:
         return run_training(OptMl(args.opt_ml), overrides)
     channels = {name: Path(path) for name, path in (("model", args.refine),
-                                                    ("feedback", args.feedback)) if path}
+                                                    ("feedback", args.feedback),
+                                                    ("reward", args.reward)) if path}
     return train_locally(model_dir=args.model_dir or DEFAULT_LOCAL_MODEL_DIR,
                          hyperparameters=overrides, data=args.data,
                          validation=args.validation, channels=channels)
@@ -209,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "model.tar.gz; the job's 'model' channel) on --feedback")
     train.add_argument("--feedback", type=data_source, help="a feedback store folder "
                        "(generations/, feedback/; the job's 'feedback' channel)")
+    train.add_argument("--reward", type=data_source, help="racer: a DeepRacer reward function "
+                       "file (the job's 'reward' channel); omitted: the default reward")
     train.add_argument("--list-hyperparameters", action="store_true",
                        help="print every hyperparameter with its default and exit")
     add_training_launch_arguments(train)

@@ -44,7 +44,7 @@ DEFAULT_FAMILY = "transformer"
 DEFAULT_MODEL_DIR = "artifacts/model"
 # SageMaker channel name -> the `genkiln train` flag that names its data.
 CHANNEL_FLAGS = {"train": "data", "validation": "validation", "model": "refine",
-                 "feedback": "feedback"}
+                 "feedback": "feedback", "reward": "reward"}
 # SageMaker's own defaults for a training job: one day of run time.
 DEFAULT_MAX_RUN_S = 24 * 3600
 

@@ -40,6 +40,8 @@ from training.loop import (
     uses_bf16,
 )
 from training.models import Family, get_family
+from training.models.racing.reward import RewardError
+from training.models.racing.track import TrackError
 from training.recipes.contract import Recipe
 from training.threads import fit_threads
 from training.workers import run_workers, write_outcome
@@ -48,7 +50,7 @@ log = logging.getLogger("genkiln.train")
 
 #: Errors in what the user gave us: reported as they are, without a traceback.
 USER_ERRORS = (HyperparameterError, DataError, ChannelError, ContractError, ArtifactError,
-               CheckpointError, FeedbackError)
+               CheckpointError, FeedbackError, TrackError, RewardError)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -169,7 +171,8 @@ def _train(opt_ml: OptMl, family: Family, cfg: TrainConfig, model_cfg: Any,
         f"(hosts {opt_ml.resource_config().hosts}, {world.size} process(es), "
         f"precision {'bf16' if uses_bf16(cfg, device) else 'fp32'})")
     recipe = family.build_recipe(cfg, model_cfg, train_dir=train_dir,
-                                  validation_dir=validation_dir, device=device, log=say)
+                                  validation_dir=validation_dir, device=device, log=say,
+                                  channels={c: opt_ml.channel(c) for c in family.channels})
     if device.type == "cpu":
         fit_threads(recipe, lr=cfg.learning_rate, requested=cfg.num_threads,
                     processes=world.size if world.active else 1,
@@ -292,7 +295,7 @@ def _train_here_or_in_workers(opt_ml: OptMl, overrides: Mapping[str, str],
         return
     family, cfg, _ = _settings(opt_ml, overrides)
     join = rendezvous(opt_ml, family, cfg)
-    for channel in ("train", "validation"):  # refused here, not once per worker
+    for channel in ("train", "validation", *family.channels):  # refused here, not per worker
         opt_ml.channel(channel)
     if join is None:
         train(opt_ml, overrides, stop)

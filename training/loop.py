@@ -22,8 +22,9 @@ from training.config import TrainConfig
 from training.recipes.contract import Trainable
 
 #: What a recipe's `train_step` may count (tokens for text, images for image families,
-#: bars for music); the loop reports it as `<unit>_per_second` over each logging window.
-THROUGHPUT_UNITS = ("tokens", "images", "bars")
+#: bars for music, transitions for the racer's environment steps); the loop reports it as
+#: `<unit>_per_second` over each logging window.
+THROUGHPUT_UNITS = ("tokens", "images", "bars", "transitions")
 
 
 class Stopped(Exception):

@@ -31,6 +31,7 @@ HANDLERS = {
     "rbm": "inference.handlers.rbm:RBMHandler",
     "autoencoder": "inference.handlers.autoencoder:AutoencoderHandler",
     "musegan": "inference.handlers.musegan:MuseGANHandler",
+    "racer": "inference.handlers.racer:RacerHandler",
 }
 
 

@@ -76,7 +76,7 @@ def test_each_recipe_implements_the_training_contract(family: str) -> None:
     assert not inspect.isabstract(recipe), recipe
     for hook in ("train_step", "evaluate", "state_objects", "export"):
         assert callable(getattr(recipe, hook, None)), (family, hook)
-    assert getattr(recipe, "modality", None) in ("text", "image", "music", None), family
+    assert getattr(recipe, "modality", None) in ("text", "image", "music", "track", None), family
 
 
 def test_info_says_what_the_handler_declared(

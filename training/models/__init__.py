@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Family:
     name: str
-    modalities: tuple[str, ...]  # "text" | "image" | "music": what its data may be
+    modalities: tuple[str, ...]  # "text" | "image" | "music" | "track": what its data may be
     config_module: str  # module holding the family's model config dataclass
     config_class: str
     recipe_module: str  # module with the family's `Recipe` (data, steps, export, load)
@@ -40,6 +40,9 @@ class Family:
     #: why (said in the error a multi-process run gets).
     data_parallel: bool = True
     data_parallel_note: str = ""
+    #: Input channels the family reads besides train and validation; each reaches its
+    #: recipe as a keyword argument of that name (a Path, or None when not given).
+    channels: tuple[str, ...] = ()
 
     @property
     def config_cls(self) -> type:
@@ -47,12 +50,16 @@ class Family:
 
     def build_recipe(self, run: TrainConfig, model_cfg: Any, *, train_dir: Path | None,
                      validation_dir: Path | None, device: torch.device,
-                     log: Callable[[str], None] = print) -> Recipe:
+                     log: Callable[[str], None] = print,
+                     channels: Mapping[str, Path | None] | None = None) -> Recipe:
         """The family's training recipe (training.recipes.contract) on these settings and
-        data."""
+        data; ``channels`` holds the family's own channels (`channels`)."""
+        given = channels or {}
+        unknown = sorted(set(given) - set(self.channels))
+        assert not unknown, f"{self.name} reads no channels {unknown}"
         recipe: Recipe = importlib.import_module(self.recipe_module).Recipe(
             run, model_cfg, train_dir=train_dir, validation_dir=validation_dir, device=device,
-            log=log)
+            log=log, **{name: given.get(name) for name in self.channels})
         return recipe
 
     @property
@@ -223,6 +230,41 @@ FAMILIES: dict[str, Family] = {
                             "grad_clip": "0", "warmup_steps": "50", "max_steps": "1000",
                             "eval_interval": "250", "log_interval": "50",
                             "val_fraction": "0.1"},
+        ),
+        Family(
+            name="racer",
+            modalities=("track",),
+            config_module="training.models.racer",
+            config_class="RacerConfig",
+            recipe_module="training.recipes.racer",
+            metrics=("episode_reward", "episode_progress", "episode_completion",
+                     "policy_loss", "value_loss", "entropy",
+                     *(f"{who}_{m}" for who in ("val", "pursuit", "random") for m in (
+                         "completion_rate", "lap_time", "off_track_rate", "mean_speed",
+                         "progress", "heldout_completion_rate", "heldout_lap_time",
+                         "heldout_off_track_rate")),
+                     "val_lap_time_ratio", "transitions_per_second", "learning_rate"),
+            description="DeepRacer-style driving policy: PPO on a reward function over "
+                        "simulated tracks (lidar or camera)",
+            register_if="val_completion_rate>=0.9",
+            tuning=Tuning("val_lap_time_ratio", "Minimize", {
+                "learning_rate": continuous(3e-4, 3e-3, "Logarithmic"),
+                "beta_entropy": continuous(0.001, 0.05, "Logarithmic"),
+                "discount_factor": continuous(0.95, 0.999),
+                "num_episodes_between_training": integer(10, 40),
+                "num_epochs": integer(3, 10),
+            }),
+            # DeepRacer's defaults: a constant learning rate of 3e-4, batches of 64.
+            # A step is one policy update; an hour of DeepRacer training is ~100 of them.
+            train_defaults={"learning_rate": "0.0003", "min_learning_rate": "0.0003",
+                            "warmup_steps": "0", "batch_size": "64", "weight_decay": "0",
+                            "grad_clip": "0.5", "max_steps": "20",
+                            "eval_interval": "10", "log_interval": "1",
+                            "checkpoint_interval": "5"},
+            data_parallel=False,
+            data_parallel_note="PPO's rollouts run in this process's vectorized "
+                               "environments; use num_envs to drive more cars at once",
+            channels=("reward",),
         ),
     ]
 }

@@ -54,7 +54,7 @@ class Recipe(Trainable, Protocol):
     run: TrainConfig
     device: torch.device
     model: torch.nn.Module
-    modality: str  # "text", "image" or "music": what the data was
+    modality: str  # "text", "image", "music" or "track": what the data was
     #: the text tokenizer the model reads with (None unless the data was text); rebuild
     #: checks that the data given again makes the artifact's own
     tokenizer: TextTokenizer | None
