@@ -191,3 +191,16 @@ def melody_rnn_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (data / f"tune-{i}.mid").write_bytes(write_midi(melody(key)))
     return train_on_one_thread(emulate_opt_ml(tmp_path_factory.mktemp("opt_ml_rnn"),
                                               hyperparameters=TINY_RNN, data=data))
+
+
+#: A racer trained for a few policy updates: enough to lap the bundled tracks at 1 m/s.
+RACER_TINY = {"family": "racer", "max_steps": "4", "num_episodes_between_training": "10",
+              "num_envs": "4", "num_epochs": "4", "eval_laps": "1", "eval_interval": "4",
+              "seed": "7", "num_threads": "1"}
+
+
+@pytest.fixture(scope="session")
+def racer_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A racer trained for a few updates (RACER_TINY) on the bundled tracks."""
+    return train_on_one_thread(emulate_opt_ml(tmp_path_factory.mktemp("opt_ml_racer"),
+                                              hyperparameters=RACER_TINY))

@@ -6,7 +6,7 @@ endpoint (whose AWS credentials stay here, never in the browser).
 
     GET  /               the page (static HTML, JS and CSS from ./static, no build step)
     GET  /api/info       the served model and how to ask it (the server's /info)
-    POST /api/generate   {"prompt"?, "midi_base64"?, "seed"?, "request"?} -> JSON lines:
+    POST /api/generate   {"prompt"?, "midi_base64"?, "track"?, "seed"?, "request"?} -> JSON lines:
                          {"type": "token", "text"} ... then {"type": "done",
                          "generation_id", "seed", "output", "answer"} or {"type": "error"}
     POST /api/feedback   {"generation_id", "rating"} or {"chosen", "rejected"}, "comment"?
@@ -34,7 +34,8 @@ MAX_BODY_BYTES = 6 * 1024 * 1024
 
 
 def build_payload(hints: dict[str, Any], *, prompt: str | None, midi_base64: str | None,
-                  seed: int | None, template: dict[str, Any] | None = None) -> dict[str, Any]:
+                  seed: int | None, template: dict[str, Any] | None = None,
+                  track: str | dict[str, Any] | None = None) -> dict[str, Any]:
     """The endpoint request for what the person gave, in the shape /info describes."""
     payload = copy.deepcopy(template if template is not None else hints.get("template", {}))
     kind = hints.get("input", "none")
@@ -43,6 +44,11 @@ def build_payload(hints: dict[str, Any], *, prompt: str | None, midi_base64: str
         payload[field or "inputs"] = prompt or ""
     elif kind == "midi" and midi_base64:
         payload[field or "primer_midi"] = midi_base64
+    elif kind == "track":  # a track's name, or an uploaded track (width and waypoints)
+        chosen = track or payload.get(field or "track") or next(iter(hints.get("tracks", [])),
+                                                                 None)
+        if chosen is not None:
+            payload[field or "track"] = chosen
     if hints.get("stream"):
         payload["stream"] = True
     if seed is not None:
@@ -112,6 +118,9 @@ def create_playground(client: EndpointClient) -> FastAPI:
             template = data.get("request")
             if template is not None and not isinstance(template, dict):
                 raise ValueError("request must be a JSON object (the request template)")
+            track = data.get("track")
+            if track is not None and not isinstance(track, str | dict):
+                raise ValueError("track must be a track's name or a track (JSON object)")
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         try:
@@ -122,7 +131,7 @@ def create_playground(client: EndpointClient) -> FastAPI:
                                 status_code=502)
         payload = build_payload(hints, prompt=data.get("prompt"),
                                 midi_base64=data.get("midi_base64"), seed=seed,
-                                template=template)
+                                template=template, track=track)
         return StreamingResponse(_events(client, payload), media_type="application/jsonlines")
 
     @app.post("/api/feedback")

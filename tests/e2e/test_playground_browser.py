@@ -12,6 +12,7 @@ Needs Debian's `chromium` and `chromium-driver` (`bash .ci/setup-browser.sh`) an
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import subprocess
@@ -320,3 +321,56 @@ def test_upload_a_melody_and_play_the_rnn_continuation(
                                       {"bars": 2})
     assert [name for name, _ in tracks] == ["Melody", "Continuation"]
     assert tracks[1][1] > 0, tracks
+
+
+@pytest.fixture(scope="module")
+def racer_playground(racer_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[str]:
+    """The playground in front of a racer trained for a few updates."""
+    with page_for(racer_artifact, tmp_path_factory.mktemp("store_racer"),
+                  OMP_NUM_THREADS="1") as url:
+        yield url
+
+
+def test_pick_or_upload_a_track_and_watch_the_car_lap_it(racer_playground: str, browser: Any,
+                                                         tmp_path: Path) -> None:
+    """The racer's page offers its tracks and an upload; a lap comes back and is animated
+    on the canvas at the simulator's rate."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from training.models.racing.tracks import bundled_tracks
+
+    browser.get(racer_playground)
+    button = browser.find_element(By.ID, "generate")
+    wait_for(button.is_enabled, "the page to load the model's description")
+    assert "racer" in browser.find_element(By.ID, "model").text
+    assert not browser.find_element(By.ID, "prompt").is_displayed()
+    picker = Select(browser.find_element(By.ID, "track"))
+    assert {o.text for o in picker.options} == {"oval", "sbends", "hairpins", "heldout"}
+    picker.select_by_visible_text("heldout")
+    button.click()
+    [generation] = wait_for(lambda: browser.execute_script(
+        "return window.playground.generations"), "the lap")
+    assert browser.find_element(By.ID, "status").text == "done"
+    assert generation["id"].startswith("gen-")
+    lap = browser.execute_script("return window.playground.lap.answer")
+    assert lap["track"]["name"] == "heldout" and lap["kind"] == "lap"
+    assert browser.find_element(By.ID, "lap-output").is_displayed()
+    assert browser.find_element(By.ID, "output").text.startswith("heldout (22.0 m), policy: ")
+    steps = browser.execute_script("return window.playground.lap.steps")
+    assert steps == len(lap["trajectory"]["x"]) > 15
+    # The car moves at 15 steps a second: a second in, it has driven about 15.
+    wait_for(lambda: browser.execute_script("return window.playground.lap.shown") >= 10,
+             "the animation to drive the car along", timeout=10)
+
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps(bundled_tracks()["oval"].to_json() | {"name": "mine"}))
+    browser.find_element(By.ID, "track-file").send_keys(str(mine))
+    wait_for(lambda: browser.find_element(By.ID, "status").text.startswith("mine.json: "),
+             "the page to read the uploaded track")
+    button.click()
+    wait_for(lambda: len(browser.execute_script("return window.playground.generations")) == 2,
+             "the lap of the uploaded track")
+    lap = browser.execute_script("return window.playground.lap.answer")
+    assert lap["track"]["name"] == "mine"

@@ -35,11 +35,13 @@ import torch
 
 from training.artifact import load_artifact
 from training.data import tokens as token_data
+from training.evaluation.racing import endpoint_laps, lap_metrics
 from training.evaluation.report import render_report
 from training.evaluation.results import EVALUATION_FILE, REPORT_FILE, Evaluation
 from training.models.formats.png import decode_png, encode_png, grid
 from training.rebuild import rebuild
 from training.recipes.image import ImageRecipe
+from training.recipes.racer import Recipe as RacerRecipe
 from training.recipes.sequence import SequenceRecipe
 
 #: Sampling seeds a generated-image metric is averaged over (its spread is their std).
@@ -72,10 +74,14 @@ def evaluate_artifact(path: Path, *, data: Path | None = None,
         _sequence_metrics(recipe, out)
     elif isinstance(recipe, ImageRecipe):
         _image_metrics(recipe, out)
+    elif isinstance(recipe, RacerRecipe):
+        lap_metrics(recipe, out)
     else:
         _arrangement_metrics(recipe, out)
-    out.notes.append(f"held-out split rebuilt from seed {rebuilt.run.seed} and val_fraction "
-                     f"{rebuilt.run.val_fraction} of {artifact.manifest['data'].get('source')}")
+    if not isinstance(recipe, RacerRecipe):
+        out.notes.append(f"held-out split rebuilt from seed {rebuilt.run.seed} and "
+                         f"val_fraction {rebuilt.run.val_fraction} of "
+                         f"{artifact.manifest['data'].get('source')}")
     return out
 
 
@@ -200,6 +206,9 @@ def evaluate_endpoint(client: Any, *, family: str, measured: str, data: Path | N
         out.notes.append("endpoint: scored on its generations only; held-out perplexity "
                          "needs the model's logits, which an endpoint does not return "
                          "(evaluate the artifact for it)")
+        return out
+    if modality == "track":
+        endpoint_laps(client, out)
         return out
     if family not in ("gan", "vae", "rbm"):
         raise ValueError(f"an endpoint of family {family} does not generate images to score; "

@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from training.evaluation.results import BASELINES, LOWER_IS_BETTER, Evaluation
+from training.evaluation.results import BASELINES, LOWER_IS_BETTER, Evaluation, Table
 
 W, H, PAD = 560, 240, 40
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -112,10 +112,30 @@ def piano_roll(notes: Sequence[Any], primer_length: int, *, title: str) -> str:
     return "".join(parts)
 
 
-def _loss_curves(history: list[dict[str, float]]) -> str:
-    names = sorted({k for row in history for k in row if k.endswith("loss")})
-    series = {n: [(row["step"], row[n]) for row in history if n in row] for n in names}
-    return line_chart(series, title="loss by training step") if series else ""
+#: The curves drawn from a training history: a title and which logged names it shows.
+CURVES: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("loss by training step", lambda name: name.endswith("loss")),
+    ("mean episode reward by training step", lambda name: name == "episode_reward"),
+    ("lap time (s) by training step",
+     lambda name: name in ("val_lap_time", "val_heldout_lap_time")),
+)
+
+
+def _curves(history: list[dict[str, float]]) -> str:
+    charts = []
+    for title, shown in CURVES:
+        names = sorted({k for row in history for k in row if shown(k)})
+        series = {n: [(row["step"], row[n]) for row in history if n in row] for n in names}
+        if series:
+            charts.append(line_chart(series, title=title))
+    return "".join(charts)
+
+
+def _table(table: Table) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in table.header)
+    rows = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>"
+                   for row in table.rows)
+    return f"<h2>{_esc(table.title)}</h2><table><tr>{head}</tr>{rows}</table>"
 
 
 def render_report(evaluation: Evaluation) -> str:
@@ -139,13 +159,19 @@ def render_report(evaluation: Evaluation) -> str:
                 charts.append(bar_chart(shown, title=f"{metric} against its baselines"))
     if charts:
         sections.append("<h2>Against the baselines</h2>" + "".join(charts))
-    curves = _loss_curves(evaluation.history)
+    sections.extend(_table(t) for t in evaluation.tables)
+    curves = _curves(evaluation.history)
     sections.append("<h2>Training</h2>" + (curves or "<p>no training history in this "
                                                      "artifact</p>"))
     if evaluation.grid_png:
         data = base64.b64encode(evaluation.grid_png).decode("ascii")
         sections.append(f'<h2>Samples</h2><img alt="sample grid" '
                         f'src="data:image/png;base64,{data}" style="image-rendering:pixelated">')
+    for caption, png in evaluation.pictures:
+        data = base64.b64encode(png).decode("ascii")
+        sections.append(f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,'
+                        f'{data}" style="max-width:100%"><figcaption>{_esc(caption)}'
+                        f'</figcaption></figure>')
     if evaluation.texts:
         items = "".join(f"<li><b>{_esc(p)}</b>{_esc(t)}</li>" for p, t in evaluation.texts)
         sections.append(f"<h2>Samples</h2><ol>{items}</ol>")

@@ -20,11 +20,19 @@ BASELINES = {
     "val_probe_accuracy": ("pixels_probe_accuracy", "sklearn_rbm_probe_accuracy"),
     "val_pll": ("sklearn_rbm_pll", "val_pll_untrained"),
     "val_auroc": ("val_auroc_pca", "val_auroc_untrained"),
+    "val_completion_rate": ("pursuit_completion_rate", "random_completion_rate"),
+    "val_heldout_completion_rate": ("pursuit_heldout_completion_rate",
+                                    "random_heldout_completion_rate"),
+    "val_lap_time": ("pursuit_lap_time",),
+    "val_heldout_lap_time": ("pursuit_heldout_lap_time",),
 }
 #: Metrics where lower is better (the rest: higher is better, or neither).
 LOWER_IS_BETTER = {"val_loss", "val_perplexity", "ngram_perplexity", "val_bits_per_char",
                    "ngram_bits_per_char", "val_fid", "val_fid_floor", "val_fid_untrained",
-                   "val_reconstruction"}
+                   "val_reconstruction", "val_lap_time_ratio",
+                   *(f"{who}_{m}" for who in ("val", "pursuit", "random")
+                     for m in ("lap_time", "heldout_lap_time", "off_track_rate",
+                               "heldout_off_track_rate"))}
 
 
 _CRITERION = re.compile(r"^([a-z][a-z0-9_]*)(<=|>=|<|>)(-?[0-9.]+(?:e-?[0-9]+)?)$")
@@ -49,6 +57,15 @@ def registration(metrics: dict[str, dict[str, float]], criterion: str) -> dict[s
 
 
 @dataclass
+class Table:
+    """A table of figures the report shows as it is (the racer's laps by track)."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
 class Evaluation:
     family: str
     measured: str  # what was scored: an artifact path or an endpoint
@@ -61,6 +78,8 @@ class Evaluation:
     texts: list[tuple[str, str]] = field(default_factory=list)  # (prompt, continuation)
     melodies: list[tuple[list[Any], list[Any]]] = field(default_factory=list)  # (primer, cont.)
     registration: dict[str, Any] | None = None  # set by `register`
+    tables: list[Table] = field(default_factory=list)
+    pictures: list[tuple[str, bytes]] = field(default_factory=list)  # (caption, PNG)
 
     def put(self, name: str, value: float, std: float | None = None) -> None:
         entry = {"value": float(value)}
@@ -82,5 +101,8 @@ class Evaluation:
                 "measured": self.measured,
                 "baselines": {m: bs for m, bs in baselines.items() if bs},
                 "lower_is_better": sorted(LOWER_IS_BETTER & set(self.metrics)),
-                "notes": self.notes, **({"lineage": self.lineage} if self.lineage else {}),
+                "notes": self.notes,
+                **({"tables": [{"title": t.title, "header": t.header, "rows": t.rows}
+                               for t in self.tables]} if self.tables else {}),
+                **({"lineage": self.lineage} if self.lineage else {}),
                 **({"registration": self.registration} if self.registration else {})}

@@ -8,7 +8,7 @@
   // it came in: a small model may decode a whole answer before the first read).
   const state = window.playground = {
     info: null, hints: {}, generations: [], streamLog: [], busy: false, midi: null, audio: null,
-    played: null,
+    played: null, track: null, lap: null,
   };
 
   function status(text, isError) {
@@ -44,6 +44,12 @@
         (info.feedback && info.feedback.enabled ? " · feedback recorded" : " · feedback off");
       $("text-input").hidden = state.hints.input !== "text";
       $("midi-input").hidden = state.hints.input !== "midi";
+      $("track-input").hidden = state.hints.input !== "track";
+      for (const name of state.hints.tracks || []) {
+        const option = document.createElement("option");
+        option.value = option.textContent = name;
+        $("track").appendChild(option);
+      }
       $("template").value = JSON.stringify(state.hints.template || {}, null, 2);
     } catch (err) {
       $("model").textContent = "the model is not reachable: " + err.message;
@@ -57,9 +63,22 @@
     try { return JSON.parse(text); } catch (err) { throw new Error("the request template is not JSON: " + err.message); }
   }
 
-  function showOutput(output) {
+  function showLap(answer) {
+    $("lap-output").hidden = false;
+    const result = answer.completed ? `lap completed in ${answer.lap_time.toFixed(2)} s`
+      : `${answer.progress.toFixed(0)}% of the lap` + (answer.off_track ? ", then off track" : "");
+    $("output").textContent = `${answer.track.name} (${answer.track.length.toFixed(1)} m), ` +
+      `${answer.driver}: ${result}; mean speed ${answer.mean_speed.toFixed(2)} m/s`;
+    if (state.lap && state.lap.handle) state.lap.handle.stop();
+    state.lap = {answer, steps: answer.trajectory.x.length, shown: 0};
+    state.lap.handle = GenkilnLap.play($("lap"), answer, step => { state.lap.shown = step; });
+  }
+
+  function showOutput(output, answer) {
     $("image").hidden = true;
     $("midi-output").hidden = true;
+    $("lap-output").hidden = true;
+    if (state.hints.output === "lap" && answer && answer.trajectory) { showLap(answer); return; }
     if (output.text !== undefined) { $("output").textContent = output.text; return; }
     $("output").textContent = "";
     if (output.png_base64) {
@@ -85,6 +104,7 @@
     try {
       body = {prompt: $("prompt").value, seed, request: template()};
       if (state.hints.input === "midi" && state.midi) body.midi_base64 = state.midi;
+      if (state.hints.input === "track") body.track = state.track || $("track").value;
     } catch (err) { status(err.message, true); return; }
     state.busy = true;
     state.streamLog = [];
@@ -117,7 +137,7 @@
         if (ended) break;
       }
       if (!done) throw new Error("the answer ended early");
-      showOutput(done.output);
+      showOutput(done.output, done.answer);
       const generation = {id: done.generation_id, seed: done.seed, output: done.output};
       state.generations.push(generation);
       $("meta").textContent = `generation ${generation.id} · seed ${generation.seed}`;
@@ -178,6 +198,16 @@
   });
   $("prompt").addEventListener("keydown", e => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate(newSeed());
+  });
+  $("replay").addEventListener("click", () => state.lap && showLap(state.lap.answer));
+  $("track").addEventListener("change", () => { state.track = null; });
+  $("track-file").addEventListener("change", async () => {
+    const file = $("track-file").files[0];
+    if (!file) return;
+    try {
+      state.track = JSON.parse(await file.text());
+      status(`${file.name}: ${(state.track.waypoints || []).length} waypoints`);
+    } catch (err) { state.track = null; status(`${file.name}: not JSON (${err.message})`, true); }
   });
   $("midi-file").addEventListener("change", async () => {
     const file = $("midi-file").files[0];
