@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from training.models.racing.car import Car
 from training.models.racing.track import Track
@@ -72,23 +73,60 @@ def _camera_rays() -> tuple[np.ndarray, np.ndarray]:
 _AHEAD, _LEFT = _camera_rays()
 
 
+@dataclass(frozen=True)
+class DistanceField:
+    """Distance to a track's centre line on a grid over the track: what the camera looks up
+    for every pixel, instead of measuring each against every segment."""
+
+    origin: np.ndarray  # (2,) the grid's lower-left corner, metres
+    cell: float  # metres a side
+    distance: np.ndarray  # (rows, cols) over y, x
+
+    @staticmethod
+    def of(track: Track) -> DistanceField:
+        """The field of ``track`` (one for both directions of a track)."""
+        forward = track.waypoints.tobytes()
+        backward = track.waypoints[::-1].copy().tobytes()
+        key = min(forward, backward) + np.float64(track.width).tobytes()
+        if key not in _FIELDS:
+            if len(_FIELDS) >= 64:  # a server sees many tracks: keep the latest
+                _FIELDS.pop(next(iter(_FIELDS)))
+            _FIELDS[key] = DistanceField.build(track)
+        return _FIELDS[key]
+
+    @staticmethod
+    def build(track: Track) -> DistanceField:
+        cell = max(0.015, float(np.ptp(track.waypoints, axis=0).max()) / 1000)
+        margin = track.width
+        low = track.waypoints.min(axis=0) - margin
+        shape = np.ceil((track.waypoints.max(axis=0) + margin - low) / cell).astype(int) + 1
+        line = np.array([track.point_at(s)[0] for s in
+                         np.arange(0.0, track.length, cell / 2)])  # the centre, densely
+        ys, xs = np.mgrid[0:shape[1], 0:shape[0]]
+        centres = low + (np.stack([xs.ravel(), ys.ravel()], axis=1) + 0.5) * cell
+        distance, _ = cKDTree(line).query(centres, distance_upper_bound=2 * margin)
+        return DistanceField(low, cell, distance.reshape(shape[1], shape[0]))
+
+    def at(self, points: np.ndarray) -> np.ndarray:
+        """Distance to the centre line at each of ``points`` (p, 2); inf off the grid."""
+        index = np.floor((points - self.origin) / self.cell).astype(np.int64)
+        rows, cols = self.distance.shape
+        inside = ((index[:, 0] >= 0) & (index[:, 0] < cols) & (index[:, 1] >= 0)
+                  & (index[:, 1] < rows))
+        out = np.full(len(points), np.inf)
+        out[inside] = self.distance[index[inside, 1], index[inside, 0]]
+        return out
+
+
+_FIELDS: dict[bytes, DistanceField] = {}
+
+
 def camera(car: Car, track: Track) -> np.ndarray:
     """The front camera's grayscale picture, uint8 (1, rows, cols)."""
     c, s = math.cos(car.heading), math.sin(car.heading)
     x = car.x + _AHEAD * c - _LEFT * s
     y = car.y + _AHEAD * s + _LEFT * c
-    points = np.stack([x.ravel(), y.ravel()], axis=1)
-    rel = track.waypoints - np.array([car.x, car.y])
-    reach = (CAMERA_FAR * 1.8 + 1.0) ** 2
-    near = np.flatnonzero(np.einsum("ij,ij->i", rel, rel) < reach)
-    if near.size == 0:
-        return np.full((1, *CAMERA_SHAPE), 30, dtype=np.uint8)
-    starts, vectors = track.waypoints[near], track.segments[near]
-    gap = points[:, None, :] - starts[None]  # (p, m, 2)
-    t = np.clip(np.einsum("pmk,mk->pm", gap, vectors)
-                / np.einsum("mk,mk->m", vectors, vectors), 0.0, 1.0)
-    off = gap - t[..., None] * vectors[None]
-    distance = np.sqrt(np.einsum("pmk,pmk->pm", off, off).min(axis=1))
+    distance = DistanceField.of(track).at(np.stack([x.ravel(), y.ravel()], axis=1))
     half = track.width / 2
     pixels = np.where(distance > half + 0.03, 30, 110)
     pixels = np.where(np.abs(distance - half) <= 0.03, 250, pixels)
