@@ -207,6 +207,26 @@ def test_s3_data_is_used_where_it_is(aws) -> None:
     assert not [op for op, _ in aws if op == "PutObject"]
 
 
+@pytest.mark.slow
+def test_a_racers_reward_file_goes_up_as_its_reward_channel(aws, tmp_path: Path) -> None:
+    reward = tmp_path / "my_reward.py"
+    reward.write_text("def reward_function(params):\n    return 1.0\n")
+    status = main([
+        "train", "--mode", "sagemaker", "--role", ROLE, "--image", IMAGE, "--bucket", ARTIFACTS,
+        "--instance-type", "ml.m5.xlarge", "--no-wait", "--family", "racer",
+        "--reward", str(reward), "--max_steps", "2",
+    ])
+    assert status == 0
+    request = only(aws, "CreateTrainingJob")
+    [channel] = request["InputDataConfig"]
+    assert channel["ChannelName"] == "reward"
+    uploaded = [params for op, params in aws if op == "PutObject"]
+    assert [p["Key"].rsplit("/", 1)[-1] for p in uploaded] == ["my_reward.py"]
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith("/reward/")
+    names = {m["Name"] for m in request["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert {"val_completion_rate", "episode_reward", "val_lap_time_ratio"} <= names
+
+
 def test_hyperparameter_typos_fail_before_any_request(
         aws, capsys: pytest.CaptureFixture[str]) -> None:
     status = main([
