@@ -254,7 +254,7 @@ def _camera_image(value: str | list[list[int]]) -> np.ndarray:
         data = value.split(",", 1)[1] if value.startswith("data:") else value
         try:
             with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as image:
-                pixels = np.asarray(image.convert("L"), dtype=np.uint8)
+                pixels = np.array(image.convert("L"), dtype=np.uint8)  # writable: torch wants it
         except (binascii.Error, ValueError, UnidentifiedImageError, OSError):
             raise ClientError("observation.image: not a base64 PNG or JPEG") from None
     else:

@@ -252,3 +252,62 @@ def test_genkiln_train_takes_a_reward_file(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "reward follow_center_line.py" in done.stdout
     assert np.isfinite(metrics_of(model)["episode_reward"])
+
+
+def test_a_camera_racer_trains_and_drives_from_a_picture(tmp_path: Path) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from inference.server import create_app
+
+    opt_ml = emulate_opt_ml(tmp_path / "opt_ml", hyperparameters={
+        **RACER_TINY, "sensor": "camera", "max_steps": "1", "num_episodes_between_training": "4"})
+    assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
+    loaded = from_artifact(load_artifact(opt_ml.model_dir))
+    env = RaceEnv([bundled_tracks()["hairpins"]], sensor="camera")
+    obs, _ = env.reset(seed=4)
+    expected, _ = loaded.policy.predict(obs, deterministic=True)
+    png = io.BytesIO()
+    Image.fromarray(obs[0]).save(png, format="PNG")
+    with TestClient(create_app(opt_ml.model_dir)) as client:
+        while client.get("/ping").status_code != 200:
+            time.sleep(0.1)
+        for image in (base64.b64encode(png.getvalue()).decode(), obs[0].tolist()):
+            answer = invoke(client, {"kind": "drive", "observation": {"image": image}})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["action"] == int(expected)
+        small = invoke(client, {"kind": "drive", "observation": {"image": [[0, 1], [2, 3]]}})
+        assert small.status_code == 422
+        assert "this racer's camera is 32×24" in small.json()["error"]
+
+
+def test_environments_in_subprocesses_train_the_same_policy(tmp_path: Path) -> None:
+    """vec_env only moves the environments: the rollouts, and so the weights, are the same."""
+    weights = {}
+    for kind in ("in_process", "subprocess"):
+        opt_ml = emulate_opt_ml(tmp_path / kind, hyperparameters={
+            **RACER_TINY, "max_steps": "2", "eval_interval": "100", "num_envs": "3",
+            "vec_env": kind})
+        assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
+        weights[kind] = load_file(str(opt_ml.model_dir / "model.safetensors"))
+    for name, tensor in weights["in_process"].items():
+        assert torch.equal(tensor, weights["subprocess"][name]), name
+
+
+def test_a_reward_error_in_a_worker_process_fails_the_job_in_one_line(tmp_path: Path) -> None:
+    reward = tmp_path / "reward" / "late.py"
+    reward.parent.mkdir()
+    reward.write_text("def reward_function(params):\n"
+                      "    if params['steps'] > 5:\n"
+                      "        return float('nan')\n"
+                      "    return 1.0\n")
+    opt_ml = emulate_opt_ml(tmp_path / "opt_ml", channels={"reward": reward.parent},
+                            hyperparameters={**RACER_TINY, "vec_env": "subprocess",
+                                             "num_envs": "2"})
+    assert run_training(opt_ml) == 2
+    reason = opt_ml.failure_path.read_text()
+    assert reason.startswith("late.py, line 3: reward_function returned nan; it must return "
+                             "a finite number (params: {"), reason
+    assert "'steps': 6" in reason

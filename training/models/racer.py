@@ -60,7 +60,10 @@ class RacerConfig:
     # channel's tracks replace it.
     held_out_track: str = HELD_OUT
     both_directions: bool = True  # train (and evaluate) each track both ways round
-    num_envs: int = 8  # environments stepped together per rollout
+    num_envs: int = 8  # environments driven together in the rollouts
+    # Where they run: "in_process", "subprocess" (one process each), or "auto":
+    # subprocesses on a host of 4 cores or more.
+    vec_env: Literal["auto", "in_process", "subprocess"] = "auto"
     eval_laps: int = 3  # evaluation laps per track and direction (DeepRacer runs 3)
 
     def validate(self) -> None:

@@ -24,13 +24,14 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from torch import nn
 from torch.nn import functional as F
 
@@ -45,7 +46,7 @@ from training.models.racer import (
     policy_arguments,
     policy_driver,
 )
-from training.models.racing.env import RaceEnv
+from training.models.racing.env import training_env
 from training.models.racing.laps import (
     Lap,
     courses_of,
@@ -55,9 +56,10 @@ from training.models.racing.laps import (
     summarise,
 )
 from training.models.racing.picture import track_picture
-from training.models.racing.reward import RewardFunction, load_reward
+from training.models.racing.reward import RewardError, RewardFunction, load_reward
 from training.models.racing.track import Track, TrackError, read_tracks
 from training.models.racing.tracks import bundled_tracks
+from training.threads import usable_cores
 
 #: The drivers evaluation compares, by the prefix of their metrics.
 BASELINE_DRIVERS = ("pursuit", "random")
@@ -111,8 +113,9 @@ def _value_loss(kind: str) -> Iterator[None]:
         ppo_module.F = saved
 
 
-def _same(env: RaceEnv) -> RaceEnv:
-    return env
+#: Hosts with this many cores step the environments in processes of their own (vec_env
+#: auto); on fewer, the processes' messages cost more than they save (docs/families.md).
+SUBPROCESS_CORES = 4
 
 
 class Recipe:
@@ -139,10 +142,10 @@ class Recipe:
             f"{', '.join(t.name for t in self.held_out)}; reward {self.reward.source}; "
             f"sensor {model_cfg.sensor}, {model_cfg.action_space} actions")
         self.data_summary = self._summary(train_dir)
-        self.cars = [RaceEnv(self.tracks, sensor=model_cfg.sensor, actions=self.actions,
-                             reward=self.reward, both_directions=model_cfg.both_directions)
-                     for _ in range(model_cfg.num_envs)]
-        self.envs = DummyVecEnv([functools.partial(_same, car) for car in self.cars])
+        make = functools.partial(training_env, self.tracks, sensor=model_cfg.sensor,
+                                 actions=self.actions, reward=reward,
+                                 both_directions=model_cfg.both_directions)
+        self.envs = self._vectorized([make] * model_cfg.num_envs)
         # SB3's PPO holds the policy and makes the update; the rollouts are collected here
         # (`_collect`), so each update sees whole episodes, as DeepRacer's do.
         self.ppo = PPO(ActorCriticPolicy, self.envs, learning_rate=run.learning_rate,
@@ -159,6 +162,16 @@ class Recipe:
         self.last_laps: list[Lap] = []
 
     # --- data ------------------------------------------------------------------------------
+    def _vectorized(self, makers: list[Callable[[], gym.Env[Any, Any]]]) -> VecEnv:
+        """The environments, stepped in this process or one process each (`vec_env`)."""
+        kind = self.cfg.vec_env
+        if kind == "auto":
+            kind = "subprocess" if usable_cores() >= SUBPROCESS_CORES else "in_process"
+        if kind == "subprocess":
+            self.log(f"racer: {len(makers)} environments in as many processes")
+            return SubprocVecEnv(makers, start_method="spawn")
+        return DummyVecEnv(makers)
+
     def _summary(self, train_dir: Path | None) -> dict[str, Any]:
         digest = hashlib.sha256(self.reward.path.read_bytes()).hexdigest()
         return {"source": str(train_dir) if train_dir is not None else
@@ -176,9 +189,10 @@ class Recipe:
     def _collect(self, iteration: int) -> tuple[RolloutBuffer, dict[str, float]]:
         """Drive every environment until enough episodes have ended: the experience."""
         envs, policy, cfg = self.envs, self.model, self.cfg
-        for i, car in enumerate(self.cars):
-            car.reset(seed=self.run.seed * 1_000_003 + iteration * 1009 + i)
-        obs: Any = np.stack([car.observe() for car in self.cars])
+        for i in range(envs.num_envs):
+            envs.env_method("reset", seed=self.run.seed * 1_000_003 + iteration * 1009 + i,
+                            indices=[i])
+        obs: Any = np.stack(envs.env_method("observe"))
         rows: list[tuple[Any, ...]] = []
         starts = np.ones(envs.num_envs, dtype=np.float32)
         ended: list[dict[str, float]] = []
@@ -192,6 +206,9 @@ class Recipe:
             if cfg.action_space == "continuous":
                 stepped = np.clip(chosen, -1.0, 1.0)
             new_obs, rewards, dones, infos = envs.step(stepped)
+            failures = [info["reward_error"] for info in infos if "reward_error" in info]
+            if failures:
+                raise RewardError(failures[0])
             for k, info in enumerate(infos):
                 if info.get("TimeLimit.truncated") and "terminal_observation" in info:
                     # A timed-out episode did not end: its value carries on (bootstrap).

@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from training.models.racing.car import DT, ActionSpace, Car
+from training.models.racing.reward import RewardError, load_reward
 from training.models.racing.sensors import (
     CAMERA_SHAPE,
     LIDAR_RAYS,
@@ -70,7 +72,7 @@ class RaceEnv(gym.Env[np.ndarray, Any]):
     def __init__(self, tracks: Sequence[Track], *, sensor: str = "lidar",
                  actions: ActionSpace | None = None, reward: Reward | None = None,
                  both_directions: bool = True, random_start: bool = True,
-                 start_noise: float = 0.1) -> None:
+                 start_noise: float = 0.1, report_reward_errors: bool = False) -> None:
         if sensor not in SENSORS:
             raise ValueError(f"sensor must be one of {SENSORS}; got {sensor!r}")
         self.courses = [Course.of(t, r) for t in tracks
@@ -80,6 +82,9 @@ class RaceEnv(gym.Env[np.ndarray, Any]):
         self.reward_function = reward
         self.random_start = random_start
         self.start_noise = start_noise  # share of the half-width the start may be off centre
+        # In a worker process an exception would end the process: there a reward error
+        # ends the episode and travels back in the step's info ("reward_error") instead.
+        self.report_reward_errors = report_reward_errors
         self.observation_space = observation_space(sensor)
         self.action_space = action_space(self.actions)
         self.course = self.courses[0]
@@ -131,11 +136,17 @@ class RaceEnv(gym.Env[np.ndarray, Any]):
         off_track = abs(self.position.offset) > track.width / 2
         completed = self.travelled >= track.length
         params = self.params(off_track)
-        reward = self.reward_function(params) if self.reward_function else 0.0
-        terminated = completed or off_track or self.travelled < -WRONG_WAY
-        truncated = not terminated and self.steps >= self.limit
         info = {"progress": params["progress"], "off_track": off_track,
                 "completed": completed, "steps": self.steps}
+        try:
+            reward = self.reward_function(params) if self.reward_function else 0.0
+        except RewardError as exc:
+            if not self.report_reward_errors:
+                raise
+            reward, info["reward_error"] = 0.0, str(exc)
+        terminated = (completed or off_track or self.travelled < -WRONG_WAY
+                      or "reward_error" in info)
+        truncated = not terminated and self.steps >= self.limit
         return self.observe(), reward, terminated, truncated, info
 
     def observe(self) -> np.ndarray:
@@ -178,3 +189,12 @@ class RaceEnv(gym.Env[np.ndarray, Any]):
             "closest_objects": [], "objects_distance": [], "objects_heading": [],
             "objects_left_of_center": [], "objects_location": [], "objects_speed": [],
         }
+
+
+def training_env(tracks: Sequence[Track], *, sensor: str, actions: ActionSpace,
+                 reward: Path | None, both_directions: bool) -> RaceEnv:
+    """An environment as PPO's rollouts drive it, built where it runs (a worker process
+    loads the reward file itself: a user's function does not cross processes)."""
+    return RaceEnv(tracks, sensor=sensor, actions=actions, reward=load_reward(reward),
+                   both_directions=both_directions, report_reward_errors=True)
+
