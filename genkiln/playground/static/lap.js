@@ -18,8 +18,11 @@
     const span = Math.max(Math.max(...xs) - x0, Math.max(...ys) - y0) || 1;
     const margin = 16;
     const scale = Math.min(canvas.width, canvas.height) - 2 * margin;
-    return p => [margin + (p[0] - x0) / span * scale,
-                 canvas.height - margin - (p[1] - y0) / span * scale];
+    // Centred: the track's own extent, scaled alike on both axes.
+    const dx = (canvas.width - (Math.max(...xs) - x0) / span * scale) / 2;
+    const dy = (canvas.height - (Math.max(...ys) - y0) / span * scale) / 2;
+    return p => [dx + (p[0] - x0) / span * scale,
+                 canvas.height - dy - (p[1] - y0) / span * scale];
   }
 
   function polygon(ctx, points, at) {
@@ -50,32 +53,33 @@
   }
 
   // Animate `answer` (a lap request's answer) on `canvas`; `onFrame(step)` after each frame.
-  // Returns a handle whose stop() ends the animation.
+  // Each frame draws the track, the trail so far and the car. Returns a handle whose
+  // stop() ends the animation.
   function play(canvas, answer, onFrame) {
     const ctx = canvas.getContext("2d");
     const track = answer.track, t = answer.trajectory;
     const at = frame(canvas, track);
     const top = Math.max(...t.speed, 1e-6);
     const steps = t.x.length;
-    let stopped = false, drawn = 0;
+    let stopped = false;
     const started = performance.now();
-    drawTrack(ctx, canvas, track, at);
     function tick(now) {
       if (stopped) return;
-      const due = Math.min(steps - 1, Math.floor((now - started) / 1000 * answer.hz));
-      for (; drawn < due; drawn++) {
-        ctx.strokeStyle = speedColour(t.speed[drawn + 1] / top);
-        ctx.lineWidth = 2;
+      const shown = Math.min(steps - 1, Math.floor((now - started) / 1000 * answer.hz));
+      drawTrack(ctx, canvas, track, at);
+      ctx.lineWidth = 2;
+      for (let k = 0; k < shown; k++) {
+        ctx.strokeStyle = speedColour(t.speed[k + 1] / top);
         ctx.beginPath();
-        ctx.moveTo(...at([t.x[drawn], t.y[drawn]]));
-        ctx.lineTo(...at([t.x[drawn + 1], t.y[drawn + 1]]));
+        ctx.moveTo(...at([t.x[k], t.y[k]]));
+        ctx.lineTo(...at([t.x[k + 1], t.y[k + 1]]));
         ctx.stroke();
       }
-      const [cx, cy] = at([t.x[drawn], t.y[drawn]]);
-      ctx.fillStyle = "#ffdc00";
-      ctx.beginPath(); ctx.arc(cx, cy, 3, 0, 2 * Math.PI); ctx.fill();
-      if (onFrame) onFrame(drawn);
-      if (drawn < steps - 1) requestAnimationFrame(tick);
+      const [cx, cy] = at([t.x[shown], t.y[shown]]);
+      ctx.fillStyle = "#000"; ctx.strokeStyle = "#fff"; ctx.lineWidth = 1.5;
+      ctx.beginPath(); ctx.arc(cx, cy, 5, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();
+      if (onFrame) onFrame(shown);
+      if (shown < steps - 1) requestAnimationFrame(tick);
     }
     requestAnimationFrame(tick);
     return {stop() { stopped = true; }, steps};
