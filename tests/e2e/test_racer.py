@@ -311,3 +311,24 @@ def test_a_reward_error_in_a_worker_process_fails_the_job_in_one_line(tmp_path: 
     assert reason.startswith("late.py, line 3: reward_function returned nan; it must return "
                              "a finite number (params: {"), reason
     assert "'steps': 6" in reason
+
+
+def test_a_continuous_racer_steers_and_sets_its_speed_within_its_ranges(
+        tmp_path: Path) -> None:
+    from inference.server import create_app
+
+    opt_ml = emulate_opt_ml(tmp_path / "opt_ml", hyperparameters={
+        **RACER_TINY, "action_space": "continuous", "max_speed": "2.0", "min_speed": "0.5",
+        "max_steps": "1", "num_episodes_between_training": "4"})
+    assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
+    with TestClient(create_app(opt_ml.model_dir)) as client:
+        while client.get("/ping").status_code != 200:
+            time.sleep(0.1)
+        answer = invoke(client, {"kind": "drive", "observation": [0.5] * 16}).json()
+        lap = invoke(client, {"kind": "lap", "track": "oval", "picture": False}).json()
+    steering, speed = answer["action"]
+    assert -1 <= steering <= 1 and -1 <= speed <= 1
+    assert answer["steering_angle"] == pytest.approx(30.0 * steering, abs=1e-3)
+    assert answer["speed"] == pytest.approx(0.5 + (speed + 1) / 2 * 1.5, abs=1e-3)
+    assert max(lap["trajectory"]["speed"]) <= 2.0
+    assert all(abs(a) <= 30.0 for a in lap["trajectory"]["steering_angle"])

@@ -35,13 +35,15 @@ def lap_table(laps_by_driver: dict[str, list[Lap]], tracks: Sequence[str],
     rows = []
     for track in tracks:
         for driver, laps in laps_by_driver.items():
-            figures = summarise([lap for lap in laps if lap.track == track])
+            driven = [lap for lap in laps if lap.track == track]
+            figures = summarise(driven)
             rows.append([f"{track}{' (held out)' if track in held_out else ''}",
                          DRIVERS[driver], f"{figures['completion_rate']:.0%}",
-                         _cell(figures, "lap_time", 1), f"{figures['off_track_rate']:.0%}",
+                         _cell(figures, "lap_time", 1),
+                         f"{sum(lap.off_track for lap in driven)} of {len(driven)}",
                          _cell(figures, "mean_speed"), _cell(figures, "progress", 0)])
     return Table(title="Laps by track", header=["track", "driver", "completed", "lap time (s)",
-                                                 "off track", "mean speed (m/s)",
+                                                 "off-track laps", "mean speed (m/s)",
                                                  "progress (%)"], rows=rows)
 
 
