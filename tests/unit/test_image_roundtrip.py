@@ -47,3 +47,31 @@ def test_export_then_load_gives_the_same_model(family: str, digits_dir: Path,
             a = loaded.model.sample(2, y, torch.Generator().manual_seed(0))
             b = recipe.model.sample(2, y, torch.Generator().manual_seed(0))
             assert torch.equal(a, b)
+
+
+def test_the_anomaly_threshold_is_set_on_held_out_normal_images(digits_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """Not on the training images, whose errors the model has learned to make small: the
+    saved threshold is the percentile of held-out errors, and its false-positive rate is
+    measured on the half of the held-out split a threshold was not set on."""
+    import numpy as np
+
+    spec = get_family("autoencoder")
+    values = {**spec.train_defaults, **IMAGE_TINY["autoencoder"], "threshold_percentile": "90"}
+    recipe = spec.build_recipe(build(TrainConfig, values), build(spec.config_cls, values),
+                               train_dir=digits_dir, validation_dir=None,
+                               device=torch.device("cpu"), log=lambda _: None)
+    for _ in range(3):
+        recipe.train_step(1e-3)
+    with torch.no_grad():
+        normal = recipe.model.reconstruction_error(recipe.x_val).numpy()
+    recipe.export(tmp_path, config={}, metrics={})
+    assert load_artifact(tmp_path).model_args["threshold"] == pytest.approx(
+        float(np.percentile(normal, 90)))
+    a, b = recipe.halves
+    assert sorted([*a, *b]) == list(range(len(normal)))
+    by_hand = np.mean([(normal[b] > np.percentile(normal[a], 90)).mean(),
+                       (normal[a] > np.percentile(normal[b], 90)).mean()])
+    metrics = recipe.evaluate()
+    assert metrics["val_false_positive_rate"] == pytest.approx(by_hand)
+    assert 0.0 < metrics["val_false_positive_rate"] < 0.3

@@ -194,6 +194,7 @@ FAMILIES: dict[str, Family] = {
             recipe_module="training.recipes.autoencoder",
             metrics=("train_loss", "val_loss", "val_auroc", "val_auroc_corrupted",
                      "val_auroc_noise", "val_auroc_untrained", "val_auroc_pca",
+                     "val_false_positive_rate", "val_corrupted_detection_rate",
                      "images_per_second", "learning_rate"),
             description="convolutional autoencoder: latent codes and anomaly scores",
             register_if="val_auroc>=0.8",

@@ -3,7 +3,7 @@
 Trained to minimise the mean squared reconstruction error, it serves two classic uses:
 dimensionality reduction (`encode` gives the code) and anomaly detection (inputs unlike
 the training images reconstruct badly; `score` compares the error with a threshold
-calibrated on the training data).
+calibrated on held-out normal images).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ class AutoencoderConfig:
     image_size: int = 8  # images are resized to image_size × image_size (power of two, 8-128)
     latent_dim: int = 10  # size of the code `encode` returns: the bottleneck
     width: int = 32  # channels of the first conv layer; doubles at each halving of the side
-    threshold_percentile: float = 99.0  # anomaly threshold: this percentile of the training
-    #                                     images' reconstruction errors (so ~1% are flagged)
+    threshold_percentile: float = 99.0  # anomaly threshold: this percentile of held-out
+    #                                     normal images' reconstruction errors (~1% flagged)
 
     def validate(self) -> None:
         check_image_size(self.image_size)

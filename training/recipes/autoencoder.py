@@ -1,4 +1,11 @@
-"""Training recipe of the autoencoder: reconstruction, then a calibrated anomaly threshold."""
+"""Training recipe of the autoencoder: reconstruction, then a calibrated anomaly threshold.
+
+The threshold is the `threshold_percentile` of reconstruction errors on held-out normal
+images, not on the training images the model has learned to reconstruct (whose errors are
+smaller: 99% of them flagged 15.9% of normal held-out digits). Its false-positive rate is
+measured by cross-fitting: a threshold set on each half of the held-out split flags what
+share of the other half; `val_false_positive_rate` is the mean of the two.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +34,9 @@ class Recipe(ImageRecipe):
         generator = torch.Generator().manual_seed(self.run.seed + 2)
         self.corrupted = corrupt(self.x_val, generator).to(self.device)
         self.noise = torch.rand(self.x_val.shape, generator=generator).to(self.device)
+        # The held-out split in two halves, for cross-fitting the threshold's error rate.
+        order = torch.randperm(len(self.x_val), generator=generator).numpy()
+        self.halves = (order[:len(order) // 2], order[len(order) // 2:])
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.model]
@@ -63,17 +73,27 @@ class Recipe(ImageRecipe):
         normal = self.model.reconstruction_error(self.x_val).cpu().numpy()
         corrupted = self.model.reconstruction_error(self.corrupted).cpu().numpy()
         noise = self.model.reconstruction_error(self.noise).cpu().numpy()
+        threshold = self._threshold(normal)
+        a, b = self.halves
+        flagged = [(normal[test] > self._threshold(normal[fit])).mean()
+                   for fit, test in ((a, b), (b, a))]
         return {"val_loss": float(normal.mean()),
                 "val_auroc": auroc(normal, np.r_[corrupted, noise]),
                 "val_auroc_corrupted": auroc(normal, corrupted),
-                "val_auroc_noise": auroc(normal, noise)}
+                "val_auroc_noise": auroc(normal, noise),
+                # Normal held-out images the saved threshold flags, against the nominal
+                # 1 - threshold_percentile / 100; and the corrupted ones it catches.
+                "val_false_positive_rate": float(np.mean(flagged)),
+                "val_corrupted_detection_rate": float((corrupted > threshold).mean())}
+
+    def _threshold(self, normal: np.ndarray) -> float:
+        return float(np.percentile(normal, self.cfg.threshold_percentile))
 
     @torch.no_grad()
     def model_args(self) -> dict[str, Any]:
         self.model.eval()
-        errors = self.model.reconstruction_error(self.x_train).cpu().numpy()
-        threshold = float(np.percentile(errors, self.cfg.threshold_percentile))
-        return {**super().model_args(), "threshold": threshold}
+        normal = self.model.reconstruction_error(self.x_val).cpu().numpy()
+        return {**super().model_args(), "threshold": self._threshold(normal)}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.model.state_dict())
