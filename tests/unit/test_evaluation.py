@@ -51,11 +51,16 @@ def test_text_evaluation_is_what_the_pipeline_condition_reads(tiny_artifact: Pat
     assert document["metrics"]["val_loss"]["standard_deviation"] > 0
     assert document["metrics"]["val_perplexity"]["value"] > 1
     assert document["baselines"] == {"val_perplexity": ["ngram_perplexity"],
-                                     "val_bits_per_char": ["ngram_bits_per_char"]}
+                                     "val_bits_per_char": ["ngram_bits_per_char",
+                                                           "lzma_bits_per_char"]}
+    assert 0 < document["metrics"]["lzma_bits_per_char"]["value"] < 8
     for entry in document["metrics"].values():
         assert set(entry) <= {"value", "standard_deviation"}
     html = report_path.read_text()
     assert 'data-name="train_loss"' in html and 'data-name="val_loss"' in html
+    # A model this small loses to its baselines, and the report says so in words.
+    assert re.search(r"val_perplexity \([0-9.]+\) is behind ngram_perplexity \([0-9.]+\)",
+                     html), html
     assert not re.search(r'(src|href)="(https?:)?//', html)  # self-contained
 
 

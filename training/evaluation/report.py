@@ -13,7 +13,13 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from training.evaluation.results import BASELINES, LOWER_IS_BETTER, Evaluation, Table
+from training.evaluation.results import (
+    BASELINES,
+    LOWER_IS_BETTER,
+    Evaluation,
+    Table,
+    verdicts,
+)
 
 W, H, PAD = 560, 240, 40
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -157,8 +163,11 @@ def render_report(evaluation: Evaluation) -> str:
             shown.update({b: metrics[b]["value"] for b in baselines if b in metrics})
             if len(shown) > 1:
                 charts.append(bar_chart(shown, title=f"{metric} against its baselines"))
-    if charts:
-        sections.append("<h2>Against the baselines</h2>" + "".join(charts))
+    behind = verdicts(metrics)
+    if charts or behind:
+        said = ("<ul>" + "".join(f'<li class="behind">{_esc(v)}</li>' for v in behind)
+                + "</ul>") if behind else ""
+        sections.append("<h2>Against the baselines</h2>" + said + "".join(charts))
     sections.extend(_table(t) for t in evaluation.tables)
     curves = _curves(evaluation.history)
     sections.append("<h2>Training</h2>" + (curves or "<p>no training history in this "

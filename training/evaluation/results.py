@@ -15,7 +15,7 @@ REPORT_FILE = "report.html"
 #: metric -> the baselines it is shown against.
 BASELINES = {
     "val_perplexity": ("ngram_perplexity",),
-    "val_bits_per_char": ("ngram_bits_per_char",),
+    "val_bits_per_char": ("ngram_bits_per_char", "lzma_bits_per_char"),
     "val_fid": ("val_fid_floor", "val_fid_untrained"),
     "val_probe_accuracy": ("pixels_probe_accuracy", "sklearn_rbm_probe_accuracy"),
     "val_pll": ("sklearn_rbm_pll", "val_pll_untrained"),
@@ -28,11 +28,35 @@ BASELINES = {
 }
 #: Metrics where lower is better (the rest: higher is better, or neither).
 LOWER_IS_BETTER = {"val_loss", "val_perplexity", "ngram_perplexity", "val_bits_per_char",
-                   "ngram_bits_per_char", "val_fid", "val_fid_floor", "val_fid_untrained",
+                   "ngram_bits_per_char", "lzma_bits_per_char", "val_fid", "val_fid_floor",
+                   "val_fid_untrained",
                    "val_reconstruction", "val_lap_time_ratio",
                    *(f"{who}_{m}" for who in ("val", "pursuit", "random")
                      for m in ("lap_time", "heldout_lap_time", "off_track_rate",
                                "heldout_off_track_rate"))}
+
+
+def _weak(baseline: str) -> bool:
+    """Baselines that only bound a metric (an untrained network, the real data's floor, a
+    random policy): losing to them is never the story."""
+    return baseline.endswith(("_untrained", "_floor")) or baseline.startswith("random_")
+
+
+def verdicts(metrics: dict[str, dict[str, float]]) -> list[str]:
+    """In words: each metric that a baseline a user would try instead beats."""
+    said = []
+    for metric, baselines in BASELINES.items():
+        if metric not in metrics:
+            continue
+        value = metrics[metric]["value"]
+        lower = metric in LOWER_IS_BETTER
+        for baseline in baselines:
+            if baseline in metrics and not _weak(baseline):
+                other = metrics[baseline]["value"]
+                if (value > other) if lower else (value < other):
+                    said.append(f"{metric} ({value:.4g}) is behind {baseline} ({other:.4g}): "
+                                f"the baseline does better here")
+    return said
 
 
 _CRITERION = re.compile(r"^([a-z][a-z0-9_]*)(<=|>=|<|>)(-?[0-9.]+(?:e-?[0-9]+)?)$")
@@ -102,6 +126,7 @@ class Evaluation:
                 "baselines": {m: bs for m, bs in baselines.items() if bs},
                 "lower_is_better": sorted(LOWER_IS_BETTER & set(self.metrics)),
                 "notes": self.notes,
+                **({"behind": behind} if (behind := verdicts(self.metrics)) else {}),
                 **({"tables": [{"title": t.title, "header": t.header, "rows": t.rows}
                                for t in self.tables]} if self.tables else {}),
                 **({"lineage": self.lineage} if self.lineage else {}),

@@ -72,10 +72,8 @@ class Recipe(SequenceRecipe):
                 + (f"; {corpus_text.note}" if corpus_text.note else ""))
             text = tokenize_text(corpus_text, run, validation_dir=validation_dir,
                                  vocab_size=model_cfg.vocab_size)
-            self.tokenizer, self.train_tokens, self.val_tokens = (text.tokenizer, text.train,
-                                                                  text.val)
-            self.val_characters = text.val_characters
-            vocab_size, source, files = (self.tokenizer.vocab_size, corpus_text.source,
+            self.use_text(text)
+            vocab_size, source, files = (text.tokenizer.vocab_size, corpus_text.source,
                                          corpus_text.files)
             examples = text.documents
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from training import checkpoint, distributed
+from training.compression import lzma_bits_per_char
 from training.config import TrainConfig
 from training.data import tokens as token_data
 from training.data.folder import scan_folder
@@ -39,6 +40,9 @@ class TextTokens:
     documents: int
     characters: int
     val_characters: int
+    #: bits per character of the held-out text to general-purpose compressors that have
+    #: read the training text (training.compression)
+    compressed: dict[str, float]
 
 
 def tokenize_text(corpus: TextCorpus, run: TrainConfig, *, validation_dir: Path | None,
@@ -58,6 +62,7 @@ def tokenize_text(corpus: TextCorpus, run: TrainConfig, *, validation_dir: Path 
         documents=len(train_docs) + len(val_docs),
         characters=sum(map(len, train_docs)) + sum(map(len, val_docs)),
         val_characters=sum(map(len, val_docs)),
+        compressed={"lzma_bits_per_char": lzma_bits_per_char(train_docs, val_docs)},
     )
 
 
@@ -81,6 +86,13 @@ class SequenceRecipe(ABC):
     #: what the tokens mean: a text tokenizer, or (melodies) an event vocabulary
     tokenizer: TextTokenizer | None = None
     vocabulary: EventVocabulary | None = None
+    #: text only: the compressors' bits per character, baselines beside the n-gram's
+    compressed: dict[str, float] | None = None
+
+    def use_text(self, text: TextTokens) -> None:
+        """Train on ``text``: its tokenizer, tokens and held-out measures."""
+        self.tokenizer, self.train_tokens, self.val_tokens = text.tokenizer, text.train, text.val
+        self.val_characters, self.compressed = text.val_characters, text.compressed
 
     def _setup_training(self, run: TrainConfig, *, vocab_size: int, window: int,
                         window_key: str) -> None:
@@ -105,6 +117,7 @@ class SequenceRecipe(ABC):
         if self.val_characters:
             self.baseline["ngram_bits_per_char"] = self.bits_per_char(
                 math.log(self.baseline["ngram_perplexity"]))
+            self.baseline.update(self.compressed or {})
 
     def bits_per_char(self, nats_per_token: float) -> float:
         """A loss in nats per token as bits per character of the held-out text."""

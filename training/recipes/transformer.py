@@ -45,8 +45,7 @@ class Recipe(SequenceRecipe):
                 + (f"; {corpus.note}" if corpus.note else ""))
         text = tokenize_text(corpus, run, validation_dir=validation_dir,
                              vocab_size=model_cfg.vocab_size)
-        self.tokenizer, self.train_tokens, self.val_tokens = text.tokenizer, text.train, text.val
-        self.val_characters = text.val_characters
+        self.use_text(text)
         # The model's vocabulary is what the tokenizer really learned: on small data BPE
         # runs out of merges before reaching vocab_size.
         self.model_cfg = TransformerConfig(**{**asdict(model_cfg),
