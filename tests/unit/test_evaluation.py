@@ -94,11 +94,14 @@ def test_image_evaluation_reports_spread_baselines_and_samples(
                                    log=lambda _: None)
     fid = evaluation.metrics["val_fid"]
     assert fid["value"] > 0 and fid["standard_deviation"] > 0  # over sampling seeds
-    assert {"val_fid_floor", "val_fid_untrained"} <= set(evaluation.metrics)
+    assert {"val_fid_floor", "val_fid_untrained", "val_fid_gaussian",
+            "val_fid_gmm"} <= set(evaluation.metrics)
     _, report = write_evaluation(evaluation, tmp_path)
     html = report.read_text()
     assert 'src="data:image/png;base64,' in html
-    assert html.count('class="bar"') == 3  # val_fid beside its two baselines
+    assert html.count('class="bar"') == 5  # val_fid beside its four baselines
+    # A GAN trained for a few steps loses to a Gaussian fitted in a second: said in words.
+    assert "val_fid (" in html and "is behind val_fid_gaussian" in html
 
 
 def test_cli_writes_both_files_and_refuses_without_the_training_data(

@@ -113,3 +113,24 @@ def test_frechet_distance() -> None:
 def test_configs_refuse_out_of_range_values(config: object, field: str) -> None:
     with pytest.raises(HyperparameterError, match=f"^{field} "):
         config().validate()  # type: ignore[operator]
+
+
+def test_gaussian_baselines_sample_each_class_in_turn_from_its_own_fit() -> None:
+    import numpy as np
+
+    from training.evaluation.images import gaussian_samples
+
+    rng = np.random.default_rng(0)
+    dark = rng.uniform(0.0, 0.2, (50, 1, 4, 4)).astype(np.float32)
+    bright = rng.uniform(0.8, 1.0, (50, 1, 4, 4)).astype(np.float32)
+    images, labels = np.concatenate([dark, bright]), np.r_[np.zeros(50), np.ones(50)].astype(int)
+    drawn = gaussian_samples(images, labels, 10, components=1, num_classes=2, seed=1)
+    assert drawn.shape == (10, 1, 4, 4) and drawn.dtype == np.float32
+    means = drawn.reshape(10, -1).mean(1)
+    assert (means[0::2] < 0.3).all() and (means[1::2] > 0.7).all()  # classes 0, 1, 0, ...
+    assert drawn.min() >= 0 and drawn.max() <= 1
+    # Without labels, one mixture for all: its two components find the two groups.
+    both = gaussian_samples(images, None, 400, components=2, num_classes=1, seed=1)
+    means = both.reshape(400, -1).mean(1)
+    assert ((means < 0.3) | (means > 0.7)).mean() > 0.95
+    assert 0.3 < (means > 0.5).mean() < 0.7

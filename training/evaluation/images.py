@@ -104,3 +104,33 @@ def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
     model = LogisticRegression(C=C, max_iter=1000)
     model.fit(train_x, train_y)
     return float(model.score(val_x, val_y))
+
+
+def gaussian_samples(images: np.ndarray, labels: np.ndarray | None, n: int, *,
+                     components: int, num_classes: int, seed: int) -> np.ndarray:
+    """``n`` images drawn from Gaussian mixtures of ``components`` fitted to the pixels
+    (scikit-learn's `GaussianMixture`; one full-covariance Gaussian when ``components`` is
+    1): one mixture a class, the classes in turn as a model's samples cycle through them
+    (`ImageRecipe.class_batch`), or one for all the images when ``labels`` is None.
+    Clipped to [0, 1]. The baselines a statistician fits before any network."""
+    from sklearn.mixture import GaussianMixture
+
+    shape = images.shape[1:]
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    covariance = "full" if flat.shape[1] <= 1024 else "diag"
+    groups = [flat] if labels is None else [flat[labels == k] for k in range(num_classes)]
+    counts = [n] if labels is None else [len(range(k, n, num_classes))
+                                         for k in range(num_classes)]
+    drawn = []
+    for k, (group, count) in enumerate(zip(groups, counts, strict=True)):
+        mixture = GaussianMixture(n_components=max(1, min(components, len(group) // 2)),
+                                  covariance_type=covariance, reg_covar=1e-4,
+                                  random_state=seed + k).fit(group)
+        drawn.append(mixture.sample(count)[0] if count else np.empty((0, flat.shape[1])))
+    if labels is None:
+        out = drawn[0]
+    else:  # class k's samples at positions k, k + num_classes, ...
+        out = np.empty((n, flat.shape[1]))
+        for k, samples in enumerate(drawn):
+            out[k::num_classes] = samples
+    return np.clip(out, 0.0, 1.0).reshape(n, *shape).astype(np.float32)

@@ -16,7 +16,7 @@ REPORT_FILE = "report.html"
 BASELINES = {
     "val_perplexity": ("ngram_perplexity",),
     "val_bits_per_char": ("ngram_bits_per_char", "lzma_bits_per_char"),
-    "val_fid": ("val_fid_floor", "val_fid_untrained"),
+    "val_fid": ("val_fid_floor", "val_fid_untrained", "val_fid_gaussian", "val_fid_gmm"),
     "val_probe_accuracy": ("pixels_probe_accuracy", "sklearn_rbm_probe_accuracy"),
     "val_pll": ("sklearn_rbm_pll", "val_pll_untrained"),
     "val_auroc": ("val_auroc_pca", "val_auroc_untrained"),
@@ -29,7 +29,7 @@ BASELINES = {
 #: Metrics where lower is better (the rest: higher is better, or neither).
 LOWER_IS_BETTER = {"val_loss", "val_perplexity", "ngram_perplexity", "val_bits_per_char",
                    "ngram_bits_per_char", "lzma_bits_per_char", "val_fid", "val_fid_floor",
-                   "val_fid_untrained",
+                   "val_fid_untrained", "val_fid_gaussian", "val_fid_gmm",
                    "val_reconstruction", "val_lap_time_ratio",
                    *(f"{who}_{m}" for who in ("val", "pursuit", "random")
                      for m in ("lap_time", "heldout_lap_time", "off_track_rate",

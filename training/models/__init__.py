@@ -131,7 +131,8 @@ FAMILIES: dict[str, Family] = {
             config_class="GANConfig",
             recipe_module="training.recipes.gan",
             metrics=("d_loss", "g_loss", "val_fid", "val_fid_floor", "val_fid_untrained",
-                     "val_confidence", "images_per_second", "learning_rate"),
+                     "val_fid_gaussian", "val_fid_gmm", "val_confidence", "images_per_second",
+                     "learning_rate"),
             description="class-conditional DCGAN with a spectrally normalised discriminator",
             register_if="val_fid<=50",
             tuning=Tuning("val_fid", "Minimize", {
@@ -150,8 +151,8 @@ FAMILIES: dict[str, Family] = {
             config_class="VAEConfig",
             recipe_module="training.recipes.vae",
             metrics=("train_loss", "val_loss", "val_fid", "val_fid_floor",
-                     "val_fid_untrained", "val_confidence", "images_per_second",
-                     "learning_rate"),
+                     "val_fid_untrained", "val_fid_gaussian", "val_fid_gmm", "val_confidence",
+                     "images_per_second", "learning_rate"),
             description="convolutional variational autoencoder, optionally class-conditional",
             register_if="val_fid<=50",
             tuning=Tuning("val_fid", "Minimize", {
@@ -169,6 +170,7 @@ FAMILIES: dict[str, Family] = {
             config_class="RBMConfig",
             recipe_module="training.recipes.rbm",
             metrics=("train_loss", "train_reconstruction", "val_reconstruction", "val_pll",
+                     "val_fid", "val_fid_floor", "val_fid_gaussian", "val_fid_gmm",
                      "val_probe_accuracy", "pixels_probe_accuracy",
                      "sklearn_rbm_probe_accuracy", "sklearn_rbm_pll", "images_per_second",
                      "learning_rate"),

@@ -44,7 +44,8 @@ class Recipe(ImageRecipe):
 
     def reference_metrics(self) -> dict[str, float]:
         return {"val_fid_floor": self.fid_floor(),
-                "val_fid_untrained": self.evaluate()["val_fid"]}
+                "val_fid_untrained": self.evaluate()["val_fid"],
+                **self.statistical_baselines(conditional=self.conditional)}
 
     def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
         optimizer_step(optimizer, loss, lr=lr, grad_clip=self.run.grad_clip)

@@ -23,7 +23,7 @@ from training.config import TrainConfig
 from training.data.errors import DataError
 from training.data.folder import scan_folder
 from training.data.images import ImageSet, bundled_digits, load_image_folder, split
-from training.evaluation.images import FeatureSpace, frechet_distance
+from training.evaluation.images import FeatureSpace, frechet_distance, gaussian_samples
 from training.loop import format_metrics
 from training.models.convnets import ImageSpec
 from training.models.formats.png import encode_png, grid
@@ -178,6 +178,23 @@ class ImageRecipe(ABC):
                                            self.features.features(self.x_val.cpu()))}
         if self.features.labelled:
             out["val_confidence"] = self.features.confidence(generated.cpu())
+        return out
+
+    def statistical_baselines(self, *, conditional: bool, samples: int = 1000
+                              ) -> dict[str, float]:
+        """The Fréchet distance of a full-covariance Gaussian's and a 5-component Gaussian
+        mixture's samples (per class when ``conditional``), fitted to the training pixels
+        and scored as the model's samples are: what a network has to beat."""
+        labels = self.y_train.cpu().numpy() if conditional and self.y_train is not None \
+            else None
+        real = self.features.features(self.x_val.cpu())
+        out = {}
+        for name, components in (("gaussian", 1), ("gmm", 5)):
+            drawn = gaussian_samples(self.x_train.cpu().numpy(), labels, samples,
+                                     components=components, num_classes=self.spec.num_classes
+                                     if labels is not None else 1, seed=self.run.seed)
+            out[f"val_fid_{name}"] = frechet_distance(
+                self.features.features(torch.from_numpy(drawn)), real)
         return out
 
     def fid_floor(self) -> float:

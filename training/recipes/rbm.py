@@ -34,6 +34,10 @@ class Chains(nn.Module):
         self.v: torch.Tensor
 
 
+#: Gibbs samples scored by Fréchet distance at each evaluation.
+SAMPLES = 1000
+
+
 class Recipe(ImageRecipe):
     family = "rbm"
     cfg: RBMConfig
@@ -66,7 +70,10 @@ class Recipe(ImageRecipe):
         from sklearn.neural_network import BernoulliRBM
 
         out = {"val_pll_untrained": self._pll(self.model.W, self.model.visible_bias,
-                                              self.model.hidden_bias)}
+                                              self.model.hidden_bias),
+               "val_fid_floor": self.fid_floor(),
+               # The RBM models every image at once: unconditional baselines.
+               **self.statistical_baselines(conditional=False)}
         epochs = max(1, math.ceil(self.run.max_steps * self.run.batch_size / len(self.v_train)))
         reference = BernoulliRBM(n_components=self.cfg.n_hidden,
                                  learning_rate=self.run.learning_rate,
@@ -114,6 +121,10 @@ class Recipe(ImageRecipe):
         out = {"val_reconstruction": float(self.model.reconstruction_error(self.v_val).mean()),
                "val_pll": self._pll(self.model.W, self.model.visible_bias,
                                     self.model.hidden_bias)}
+        # Its Gibbs samples, scored as the generators' samples are.
+        generator = torch.Generator(device=self.device).manual_seed(self.run.seed + 1)
+        drawn = self.model.sample(SAMPLES, self.cfg.gibbs_steps, generator)
+        out.update(self.fid_metrics(drawn.view(SAMPLES, *self.x_val.shape[1:])))
         labels = self._labels()
         if labels is not None:
             out["val_probe_accuracy"] = probe_accuracy(

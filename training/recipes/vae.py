@@ -33,7 +33,8 @@ class Recipe(ImageRecipe):
 
     def reference_metrics(self) -> dict[str, float]:
         return {"val_fid_floor": self.fid_floor(),
-                "val_fid_untrained": self.evaluate()["val_fid"]}
+                "val_fid_untrained": self.evaluate()["val_fid"],
+                **self.statistical_baselines(conditional=self.conditional)}
 
     def train_step(self, lr: float) -> dict[str, float]:
         self.model.train()
