@@ -34,10 +34,10 @@ from inference.handlers.contract import Binary, Description, Handler
 from inference.seeds import fresh_seed
 from inference.settings import DEFAULTS, ServingSettings
 from training.artifact import Artifact
-from training.models.racer import from_artifact, policy_driver
+from training.models.racer import driver_for, from_artifact
 from training.models.racing.car import HZ
 from training.models.racing.env import Course
-from training.models.racing.laps import Driver, drive_lap, pure_pursuit, random_driver
+from training.models.racing.laps import drive_lap
 from training.models.racing.picture import track_picture
 from training.models.racing.sensors import CAMERA_SHAPE, LIDAR_RANGE, LIDAR_RAYS
 from training.models.racing.track import TrackError, track_from_json
@@ -192,18 +192,12 @@ class RacerHandler(Handler):
         return {"kind": "drive", "action": chosen, "steering_angle": round(steering, 4),
                 "speed": round(speed, 4), "seed": decoded.seed}
 
-    def _driver(self, request: LapRequest, seed: int) -> Driver:
-        if request.driver == "pure_pursuit":
-            return pure_pursuit(self.actions)
-        if request.driver == "random":
-            return random_driver(self.actions, seed)
-        return policy_driver(self.policy, self.actions)
-
     def _lap(self, decoded: Decoded) -> Any:
         assert decoded.course is not None and isinstance(decoded.request, LapRequest)
         course, request = decoded.course, decoded.request
         with torch.inference_mode():
-            lap = drive_lap(course, self._driver(request, decoded.seed), sensor=self.cfg.sensor,
+            lap = drive_lap(course, driver_for(request.driver, self.policy, self.actions,
+                                               decoded.seed), sensor=self.cfg.sensor,
                             actions=self.actions, seed=decoded.seed,
                             max_seconds=MAX_LAP_SECONDS)
         picture = (track_picture([(course.track, [lap])], columns=1)

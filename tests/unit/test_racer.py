@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from training.models.racing.car import MIN_TURN_RADIUS, ActionSpace, Car
-from training.models.racing.env import RaceEnv
-from training.models.racing.laps import courses_of, drive_lap, pure_pursuit, random_driver
+from training.models.racing.env import RaceEnv, courses_of
+from training.models.racing.laps import drive_lap, pure_pursuit, random_driver
 from training.models.racing.reward import RewardError, load_reward
 from training.models.racing.track import (
     TrackError,

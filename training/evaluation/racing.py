@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from training.evaluation.results import Evaluation, Table
+from training.models.racer import DRIVERS
 from training.models.racing.laps import Lap, summarise
 from training.models.racing.picture import track_picture
 from training.recipes.racer import Recipe as RacerRecipe
 
-DRIVERS = {"policy": "trained policy", "pursuit": "pure pursuit", "random": "random policy"}
-#: The metric prefix of each driver's figures.
-PREFIX = {"policy": "val", "pursuit": "pursuit", "random": "random"}
+#: How the report names each driver.
+NAMES = {"policy": "trained policy", "pure_pursuit": "pure pursuit", "random": "random policy"}
 
 
 def _cell(figures: dict[str, float], name: str, digits: int = 2) -> str:
@@ -38,7 +38,7 @@ def lap_table(laps_by_driver: dict[str, list[Lap]], tracks: Sequence[str],
             driven = [lap for lap in laps if lap.track == track]
             figures = summarise(driven)
             rows.append([f"{track}{' (held out)' if track in held_out else ''}",
-                         DRIVERS[driver], f"{figures['completion_rate']:.0%}",
+                         NAMES[driver], f"{figures['completion_rate']:.0%}",
                          _cell(figures, "lap_time", 1),
                          f"{sum(lap.off_track for lap in driven)} of {len(driven)}",
                          _cell(figures, "mean_speed"), _cell(figures, "progress", 0)])
@@ -52,7 +52,7 @@ def lap_metrics(recipe: RacerRecipe, out: Evaluation) -> None:
     recipe.model.set_training_mode(False)
     laps = {driver: recipe.laps(driver) for driver in DRIVERS}
     for driver, driven in laps.items():
-        for name, value in recipe.lap_metrics(driven, PREFIX[driver]).items():
+        for name, value in recipe.lap_metrics(driven, DRIVERS[driver]).items():
             out.put(name, value)
     pursuit, policy = out.metrics.get("pursuit_lap_time"), out.metrics.get("val_lap_time")
     if pursuit and policy:
@@ -72,14 +72,13 @@ def endpoint_laps(client: Any, out: Evaluation, *, laps: int = 3) -> None:
     from training.models.racing.tracks import HELD_OUT, bundled_tracks
 
     by_driver: dict[str, list[Lap]] = {}
-    for driver, asked in (("policy", "policy"), ("pursuit", "pure_pursuit"),
-                          ("random", "random")):
+    for driver in DRIVERS:
         driven = []
         for name in bundled_tracks():
             for reversed_ in (False, True):
                 for k in range(laps):
                     answer = client.invoke({"kind": "lap", "track": name, "seed": 1 + 101 * k,
-                                            "reversed": reversed_, "driver": asked,
+                                            "reversed": reversed_, "driver": driver,
                                             "picture": False})
                     t = answer["trajectory"]
                     driven.append(Lap(track=name, reversed=reversed_,
@@ -94,10 +93,10 @@ def endpoint_laps(client: Any, out: Evaluation, *, laps: int = 3) -> None:
         trained = summarise([lap for lap in driven if lap.track != HELD_OUT])
         unseen = summarise([lap for lap in driven if lap.track == HELD_OUT])
         for name, value in trained.items():
-            out.put(f"{PREFIX[driver]}_{name}", value)
+            out.put(f"{DRIVERS[driver]}_{name}", value)
         for name in ("completion_rate", "lap_time", "off_track_rate"):
             if name in unseen:
-                out.put(f"{PREFIX[driver]}_heldout_{name}", unseen[name])
+                out.put(f"{DRIVERS[driver]}_heldout_{name}", unseen[name])
     out.tables.append(lap_table(by_driver, list(bundled_tracks()), {HELD_OUT}))
     out.notes.append(f"endpoint: {laps} lap(s) a bundled track and direction through its "
                      f"lap requests; the held-out track is the bundled '{HELD_OUT}', which "

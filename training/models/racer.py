@@ -24,7 +24,7 @@ from training.artifact import Artifact, ArtifactError
 from training.hyperparameters import require
 from training.models.racing.car import MAX_SPEED, MAX_STEERING, ActionSpace
 from training.models.racing.env import SENSORS, RaceEnv, action_space, observation_space
-from training.models.racing.laps import Driver
+from training.models.racing.laps import Driver, pure_pursuit, random_driver
 from training.models.racing.track import Track, track_from_json
 from training.models.racing.tracks import HELD_OUT, TRAINING
 
@@ -126,6 +126,22 @@ def build_policy(cfg: RacerConfig) -> ActorCriticPolicy:
     """A fresh policy for ``cfg``'s sensor and action space (the optimizer is Adam)."""
     return ActorCriticPolicy(observation_space(cfg.sensor), action_space(cfg.actions()),
                              lambda _: 3e-4, **policy_arguments(cfg))
+
+
+#: Who can drive a lap, by the name requests and evaluation use, with the prefix of the
+#: evaluation metrics of each: the trained policy and the two baselines.
+DRIVERS = {"policy": "val", "pure_pursuit": "pursuit", "random": "random"}
+
+
+def driver_for(name: str, policy: ActorCriticPolicy, actions: ActionSpace, seed: int
+               ) -> Driver:
+    """The driver named ``name`` (a key of DRIVERS)."""
+    if name == "pure_pursuit":
+        return pure_pursuit(actions)
+    if name == "random":
+        return random_driver(actions, seed)
+    assert name == "policy", name
+    return policy_driver(policy, actions)
 
 
 def policy_driver(policy: ActorCriticPolicy, actions: ActionSpace, *,

@@ -39,30 +39,22 @@ from training import checkpoint
 from training.artifact import write_artifact
 from training.config import TrainConfig
 from training.models.racer import (
+    DRIVERS,
     FAMILY,
     TRACKS_FILE,
     RacerConfig,
+    driver_for,
     model_args,
     policy_arguments,
-    policy_driver,
 )
-from training.models.racing.env import training_env
-from training.models.racing.laps import (
-    Lap,
-    courses_of,
-    drive_lap,
-    pure_pursuit,
-    random_driver,
-    summarise,
-)
+from training.models.racing.env import courses_of, training_env
+from training.models.racing.laps import Lap, drive_lap, summarise
 from training.models.racing.picture import track_picture
 from training.models.racing.reward import RewardError, RewardFunction, load_reward
 from training.models.racing.track import Track, TrackError, read_tracks
 from training.models.racing.tracks import bundled_tracks
 from training.threads import usable_cores
 
-#: The drivers evaluation compares, by the prefix of their metrics.
-BASELINE_DRIVERS = ("pursuit", "random")
 PICTURE = "samples/laps.png"
 
 
@@ -261,12 +253,7 @@ class Recipe:
         for course in courses_of([*self.tracks, *self.held_out], cfg.both_directions):
             for k in range(cfg.eval_laps):
                 seed = self.run.seed + 101 * k
-                if driver_name == "policy":
-                    driver = policy_driver(self.model, actions)
-                elif driver_name == "pursuit":
-                    driver = pure_pursuit(actions)
-                else:
-                    driver = random_driver(actions, seed)
+                driver = driver_for(driver_name, self.model, actions, seed)
                 out.append(drive_lap(course, driver, sensor=cfg.sensor, actions=actions,
                                      seed=seed))
         return out
@@ -284,8 +271,8 @@ class Recipe:
         """The baselines, driven once: pure pursuit and the random policy."""
         if self._references is None:
             self._references = {}
-            for name in BASELINE_DRIVERS:
-                self._references.update(self.lap_metrics(self.laps(name), name))
+            for name in ("pure_pursuit", "random"):
+                self._references.update(self.lap_metrics(self.laps(name), DRIVERS[name]))
         return self._references
 
     @torch.no_grad()

@@ -54,6 +54,12 @@ class Course:
                       [(float(x), float(y)) for x, y in driven.waypoints])
 
 
+def courses_of(tracks: Sequence[Track], both_directions: bool) -> list[Course]:
+    """Each track as driven its waypoints' way, and the other way too where asked."""
+    return [Course.of(t, r) for t in tracks
+            for r in ((False, True) if both_directions else (False,))]
+
+
 def observation_space(sensor: str, rays: int = LIDAR_RAYS) -> gym.spaces.Space[Any]:
     if sensor == "camera":
         return gym.spaces.Box(0, 255, (1, *CAMERA_SHAPE), dtype=np.uint8)
@@ -69,14 +75,15 @@ def action_space(actions: ActionSpace) -> gym.spaces.Space[Any]:
 class RaceEnv(gym.Env[np.ndarray, Any]):
     metadata = {"render_modes": [], "render_fps": 15}  # noqa: RUF012 (gymnasium's own)
 
-    def __init__(self, tracks: Sequence[Track], *, sensor: str = "lidar",
+    def __init__(self, tracks: Sequence[Track | Course], *, sensor: str = "lidar",
                  actions: ActionSpace | None = None, reward: Reward | None = None,
                  both_directions: bool = True, random_start: bool = True,
                  start_noise: float = 0.1, report_reward_errors: bool = False) -> None:
         if sensor not in SENSORS:
             raise ValueError(f"sensor must be one of {SENSORS}; got {sensor!r}")
-        self.courses = [Course.of(t, r) for t in tracks
-                        for r in ((False, True) if both_directions else (False,))]
+        # A Course is driven as it is; a Track both ways round where both_directions.
+        self.courses = [c for t in tracks for c in
+                        ([t] if isinstance(t, Course) else courses_of([t], both_directions))]
         self.sensor = sensor
         self.actions = actions or ActionSpace("discrete")
         self.reward_function = reward

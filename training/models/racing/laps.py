@@ -14,7 +14,6 @@ import numpy as np
 
 from training.models.racing.car import DT, GRIP, WHEELBASE, ActionSpace
 from training.models.racing.env import Course, RaceEnv
-from training.models.racing.track import Track
 
 #: (observation, environment) -> (steering degrees, speed m/s)
 Driver = Callable[[np.ndarray, RaceEnv], tuple[float, float]]
@@ -43,9 +42,7 @@ def drive_lap(course: Course, driver: Driver, *, sensor: str, actions: ActionSpa
               seed: int, max_seconds: float | None = None) -> Lap:
     """One lap of ``course`` by ``driver``, timed out after ``max_seconds`` simulated (the
     environment's own limit otherwise)."""
-    env = RaceEnv([course.track], sensor=sensor, actions=actions, both_directions=False,
-                  random_start=False)
-    env.courses = [course]
+    env = RaceEnv([course], sensor=sensor, actions=actions, random_start=False)
     obs, _ = env.reset(seed=seed, options={"course": 0, "start": 0.0})
     if max_seconds is not None:
         env.limit = min(env.limit, math.ceil(max_seconds / DT))
@@ -112,9 +109,4 @@ def random_driver(actions: ActionSpace, seed: int) -> Driver:
         return actions.command(rng.uniform(-1, 1, 2))
 
     return drive
-
-
-def courses_of(tracks: Sequence[Track], both_directions: bool) -> list[Course]:
-    return [Course.of(t, r) for t in tracks for r in ((False, True) if both_directions
-                                                      else (False,))]
 
