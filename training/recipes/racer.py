@@ -134,13 +134,15 @@ class Recipe:
             f"{', '.join(t.name for t in self.held_out)}; reward {self.reward.source}; "
             f"sensor {model_cfg.sensor}, {model_cfg.action_space} actions")
         self.data_summary = self._summary(train_dir)
-        make = functools.partial(training_env, self.tracks, sensor=model_cfg.sensor,
-                                 actions=self.actions, reward=reward,
-                                 both_directions=model_cfg.both_directions)
-        self.envs = self._vectorized([make] * model_cfg.num_envs)
+        self.make_env = functools.partial(training_env, self.tracks, sensor=model_cfg.sensor,
+                                          actions=self.actions, reward=reward,
+                                          both_directions=model_cfg.both_directions)
+        self._envs: VecEnv | None = None  # made when training starts (`envs`)
         # SB3's PPO holds the policy and makes the update; the rollouts are collected here
-        # (`_collect`), so each update sees whole episodes, as DeepRacer's do.
-        self.ppo = PPO(ActorCriticPolicy, self.envs, learning_rate=run.learning_rate,
+        # (`_collect`), so each update sees whole episodes, as DeepRacer's do. PPO reads
+        # the spaces from one environment; evaluation and rebuilds never make the others.
+        self.ppo = PPO(ActorCriticPolicy, DummyVecEnv([self.make_env]),
+                       learning_rate=run.learning_rate,
                        n_steps=run.batch_size,
                        batch_size=run.batch_size, n_epochs=model_cfg.num_epochs,
                        gamma=model_cfg.discount_factor, gae_lambda=model_cfg.gae_lambda,
@@ -154,15 +156,21 @@ class Recipe:
         self.last_laps: list[Lap] = []
 
     # --- data ------------------------------------------------------------------------------
-    def _vectorized(self, makers: list[Callable[[], gym.Env[Any, Any]]]) -> VecEnv:
-        """The environments, stepped in this process or one process each (`vec_env`)."""
-        kind = self.cfg.vec_env
-        if kind == "auto":
-            kind = "subprocess" if usable_cores() >= SUBPROCESS_CORES else "in_process"
-        if kind == "subprocess":
-            self.log(f"racer: {len(makers)} environments in as many processes")
-            return SubprocVecEnv(makers, start_method="spawn")
-        return DummyVecEnv(makers)
+    @property
+    def envs(self) -> VecEnv:
+        """The rollouts' environments, stepped in this process or one process each
+        (`vec_env`), made the first time they are needed."""
+        if self._envs is None:
+            makers: list[Callable[[], gym.Env[Any, Any]]] = [self.make_env] * self.cfg.num_envs
+            kind = self.cfg.vec_env
+            if kind == "auto":
+                kind = "subprocess" if usable_cores() >= SUBPROCESS_CORES else "in_process"
+            if kind == "subprocess":
+                self.log(f"racer: {len(makers)} environments in as many processes")
+                self._envs = SubprocVecEnv(makers, start_method="spawn")
+            else:
+                self._envs = DummyVecEnv(makers)
+        return self._envs
 
     def _summary(self, train_dir: Path | None) -> dict[str, Any]:
         digest = hashlib.sha256(self.reward.path.read_bytes()).hexdigest()
