@@ -74,7 +74,11 @@ def test_huggingface_hub_details_with_tgis_whole_parameter_set(url: str) -> None
         watermark=True, decoder_input_details=True, top_n_tokens=3, frequency_penalty=0.2,
         repetition_penalty=1.1, stop=["zzz"], truncate=20, return_full_text=False)
     details = out.details
-    assert details is not None and details.generated_tokens == 5
+    # best_of takes no seed (as in TGI), and the tiny model may draw its end token early:
+    # then the answer says so and counts what it did generate.
+    assert details is not None and len(details.tokens) == details.generated_tokens
+    assert ((details.finish_reason == "length" and details.generated_tokens == 5)
+            or (details.finish_reason == "eos_token" and details.generated_tokens <= 5)), details
     assert [t.text for t in details.prefill][-1] == " is" or details.prefill  # the prompt
     assert details.prefill[0].logprob is None and details.prefill[1].logprob < 0
     assert details.top_tokens is not None and all(len(t) == 3 for t in details.top_tokens)
