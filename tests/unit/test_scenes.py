@@ -130,13 +130,15 @@ def test_captions_from_a_jsonl_file_or_beside_each_image(tmp_path: Path) -> None
                 (d / "1.txt").write_text("one"), (d / "2.txt").write_text("two")),
      "the images mix modes: colour (1), grayscale (1)"),
     (lambda d: (save(d / "1.png"), (d / "captions.jsonl").write_text("{oops\n")),
-     "captions.jsonl, line 1: not JSON"),
+     "captions.jsonl:1 is not valid JSON"),
     (lambda d: (save(d / "1.png"), (d / "1.txt").write_text("  ")),
      "empty captions or captions over 1000 characters: 1.png"),
     (lambda d: (save(d / "1.png"), (d / "1.txt").write_text("one"),
                 (d / "notes.md").write_text("x")), "cannot read notes.md"),
     (lambda d: ((d / "1.png").write_bytes(b"not a png"), (d / "1.txt").write_text("one")),
      "unreadable images: 1.png"),
+    (lambda d: (save(d / "1.png"), (d / "1.txt").write_bytes(b"caf\xe9")),
+     "1.txt is not UTF-8 text"),
 ])
 def test_a_captioned_folder_that_does_not_fit_is_refused_naming_the_files(
         tmp_path: Path, make: object, message: str) -> None:

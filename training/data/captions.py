@@ -11,7 +11,6 @@ and one colour mode. Anything else is refused with the files named.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from training.data.errors import DataError
 from training.data.images import GRAYSCALE_MODES
+from training.data.text import jsonl_records, read_utf8
 
 CAPTIONS_FILE = "captions.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -44,22 +44,15 @@ def _names(paths: list[str]) -> str:
     return shown + (f" and {len(paths) - _NAMED} more" if len(paths) > _NAMED else "")
 
 
-def _read_jsonl(path: Path, root: Path) -> dict[str, str]:
+def _read_jsonl(path: Path) -> dict[str, str]:
     captions: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{CAPTIONS_FILE}, line {number}: not JSON ({exc.msg})") from None
-        if (not isinstance(record, dict) or not isinstance(record.get("file"), str)
-                or not isinstance(record.get("text"), str)):
-            raise DataError(f"{CAPTIONS_FILE}, line {number}: a record is "
+    for number, record in jsonl_records(path):
+        if not isinstance(record.get("file"), str) or not isinstance(record.get("text"), str):
+            raise DataError(f"{path}:{number}: a record is "
                             f'{{"file": "<image path>", "text": "<caption>"}}')
         name = Path(record["file"]).as_posix()
         if name in captions:
-            raise DataError(f"{CAPTIONS_FILE}, line {number}: {name} is captioned twice")
+            raise DataError(f"{path}:{number}: {name} is captioned twice")
         captions[name] = record["text"]
     return captions
 
@@ -84,7 +77,7 @@ def load_captioned_folder(root: Path) -> CaptionedImages:
             raise DataError(f"{root}: captions come from {CAPTIONS_FILE} or from a .txt "
                             f"beside each image, not both; remove {_names(texts)} or "
                             f"{CAPTIONS_FILE}")
-        captions = _read_jsonl(rel[CAPTIONS_FILE], root)
+        captions = _read_jsonl(rel[CAPTIONS_FILE])
     else:
         captions = {}
         stems = {str(Path(n).with_suffix("")): n for n in images}
@@ -92,8 +85,7 @@ def load_captioned_folder(root: Path) -> CaptionedImages:
         if orphans:
             raise DataError(f"{root}: captions without an image: {_names(orphans)}")
         for text in texts:
-            captions[stems[str(Path(text).with_suffix(""))]] = \
-                rel[text].read_text(encoding="utf-8").strip()
+            captions[stems[str(Path(text).with_suffix(""))]] = read_utf8(rel[text]).strip()
     missing_images = [n for n in captions if n not in rel]
     if missing_images:
         raise DataError(f"{root}: {CAPTIONS_FILE} captions images that are not in the "

@@ -9,8 +9,10 @@ import os
 import re
 import sys
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from training.data.errors import DataError
 from training.data.folder import FolderScan
@@ -83,7 +85,7 @@ def bundled_corpus() -> TextCorpus:
     return TextCorpus(documents=documents, source=source, files=files)
 
 
-def _read_utf8(path: Path) -> str:
+def read_utf8(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -93,16 +95,25 @@ def _read_utf8(path: Path) -> str:
         ) from exc
 
 
-def _read_jsonl(path: Path, text_key: str) -> list[str]:
-    documents = []
-    for number, line in enumerate(_read_utf8(path).splitlines(), start=1):
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each JSON object of a .jsonl file with its line number (blank lines skipped); a
+    line that is not a JSON object is refused naming the file and line."""
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{number} is not valid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number} is not a JSON object")
+        yield number, record
+
+
+def _read_jsonl(path: Path, text_key: str) -> list[str]:
+    documents = []
+    for number, record in jsonl_records(path):
+        if not isinstance(record.get(text_key), str):
             raise DataError(
                 f'{path}:{number} needs a string field "{text_key}" '
                 f"(set the hyperparameter text_key to use another field)"
@@ -128,7 +139,7 @@ def load_text_folder(scan: FolderScan, *, text_key: str = "text") -> TextCorpus:
         if path.suffix.lower() == ".jsonl":
             documents.extend(_read_jsonl(path, text_key))
         else:
-            documents.append(_read_utf8(path))
+            documents.append(read_utf8(path))
     documents = [d for d in documents if d.strip()]
     if not documents:
         raise DataError(f"{scan.root} holds only empty text files")
