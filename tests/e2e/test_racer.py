@@ -334,3 +334,20 @@ def test_a_continuous_racer_steers_and_sets_its_speed_within_its_ranges(
     assert answer["speed"] == pytest.approx(0.5 + (speed + 1) / 2 * 1.5, abs=1e-3)
     assert max(lap["trajectory"]["speed"]) <= 2.0
     assert all(abs(a) <= 30.0 for a in lap["trajectory"]["steering_angle"])
+
+
+def test_an_endpoint_is_evaluated_through_its_lap_requests(server: TestClient) -> None:
+    from training.evaluation.evaluate import evaluate_endpoint
+
+    class Client:  # what evaluate_endpoint asks of genkiln.client.EndpointClient
+        def invoke(self, payload: dict[str, Any]) -> Any:
+            answer = server.post("/invocations", json=payload)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+    evaluation = evaluate_endpoint(Client(), family="racer", measured="test server")
+    metrics = {k: v["value"] for k, v in evaluation.metrics.items()}
+    assert metrics["pursuit_completion_rate"] == 1.0 and metrics["random_completion_rate"] == 0
+    assert "val_heldout_completion_rate" in metrics and "pursuit_heldout_lap_time" in metrics
+    [table] = evaluation.tables
+    assert len(table.rows) == 4 * 3

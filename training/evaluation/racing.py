@@ -16,7 +16,7 @@ import numpy as np
 
 from training.evaluation.results import Evaluation, Table
 from training.models.racer import DRIVERS
-from training.models.racing.laps import Lap, summarise
+from training.models.racing.laps import Lap, lap_figures, summarise
 from training.models.racing.picture import track_picture
 from training.recipes.racer import Recipe as RacerRecipe
 
@@ -90,13 +90,8 @@ def endpoint_laps(client: Any, out: Evaluation, *, laps: int = 3) -> None:
                                       trajectory=np.stack([t["x"], t["y"], t["speed"],
                                                            t["steering_angle"]], axis=1)))
         by_driver[driver] = driven
-        trained = summarise([lap for lap in driven if lap.track != HELD_OUT])
-        unseen = summarise([lap for lap in driven if lap.track == HELD_OUT])
-        for name, value in trained.items():
-            out.put(f"{DRIVERS[driver]}_{name}", value)
-        for name in ("completion_rate", "lap_time", "off_track_rate"):
-            if name in unseen:
-                out.put(f"{DRIVERS[driver]}_heldout_{name}", unseen[name])
+        for name, value in lap_figures(driven, DRIVERS[driver], {HELD_OUT}).items():
+            out.put(name, value)
     out.tables.append(lap_table(by_driver, list(bundled_tracks()), {HELD_OUT}))
     out.notes.append(f"endpoint: {laps} lap(s) a bundled track and direction through its "
                      f"lap requests; the held-out track is the bundled '{HELD_OUT}', which "

@@ -48,7 +48,7 @@ from training.models.racer import (
     policy_arguments,
 )
 from training.models.racing.env import courses_of, training_env
-from training.models.racing.laps import Lap, drive_lap, summarise
+from training.models.racing.laps import Lap, drive_lap, lap_figures
 from training.models.racing.picture import track_picture
 from training.models.racing.reward import RewardError, RewardFunction, load_reward
 from training.models.racing.track import Track, TrackError, read_tracks
@@ -267,12 +267,7 @@ class Recipe:
         return out
 
     def lap_metrics(self, laps: list[Lap], prefix: str) -> dict[str, float]:
-        held = {t.name for t in self.held_out}
-        trained = summarise([lap for lap in laps if lap.track not in held])
-        unseen = summarise([lap for lap in laps if lap.track in held])
-        return {**{f"{prefix}_{k}": v for k, v in trained.items()},
-                **{f"{prefix}_heldout_{k}": v for k, v in unseen.items()
-                   if k in ("completion_rate", "lap_time", "off_track_rate")}}
+        return lap_figures(laps, prefix, {t.name for t in self.held_out})
 
     @property
     def references(self) -> dict[str, float]:

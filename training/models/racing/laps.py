@@ -72,6 +72,17 @@ def summarise(laps: Sequence[Lap]) -> dict[str, float]:
             "progress": float(np.mean([lap.progress for lap in laps]))}
 
 
+def lap_figures(laps: Sequence[Lap], prefix: str, held_out: set[str]) -> dict[str, float]:
+    """A driver's evaluation metrics: `summarise` of its laps on the training tracks as
+    ``prefix``_..., and completion, lap time and off-track rate on the ``held_out`` ones
+    as ``prefix``_heldout_..."""
+    trained = summarise([lap for lap in laps if lap.track not in held_out])
+    unseen = summarise([lap for lap in laps if lap.track in held_out])
+    return {**{f"{prefix}_{k}": v for k, v in trained.items()},
+            **{f"{prefix}_heldout_{k}": v for k, v in unseen.items()
+               if k in ("completion_rate", "lap_time", "off_track_rate")}}
+
+
 # --- the baselines ----------------------------------------------------------------------
 def pure_pursuit(actions: ActionSpace, *, lookahead: float = 0.45) -> Driver:
     """Pure pursuit (Coulter 1992): steer the rear axle along the arc through the centre-line
