@@ -54,7 +54,8 @@ INFERENCE_ID_HEADER = "x-amzn-sagemaker-inference-id"
 GENERATION_ID_HEADER = "X-Genkiln-Generation-Id"
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 #: Payload fields that are the generation's inputs; everything else is a parameter.
-INPUT_FIELDS = ("inputs", "primer", "primer_midi", "melody", "melody_midi", "image", "images")
+INPUT_FIELDS = ("inputs", "prompt", "primer", "primer_midi", "melody", "melody_midi", "image",
+                "images")
 
 
 def is_feedback(payload: Any) -> bool:
@@ -175,11 +176,16 @@ class Pending:
         return result
 
     def finish_event(self, event: Any) -> Any:
-        """A stream event; the final one (with generated_text) gets the id and a record."""
+        """A stream event; the final one (text's with generated_text, an image family's
+        `final` event) gets the id and a record."""
         if isinstance(event, dict) and event.get("generated_text") is not None:
             details = event.get("details") or {}
             stamped = self._stamp({**event, "seed": details.get("seed")}, 0)
             self._keep(0, stamped, {"text": event["generated_text"]})
+            return stamped
+        if isinstance(event, dict) and event.get("event") == "final":
+            stamped = self._stamp(event, 0)
+            self._keep(0, stamped, output_of(event))
             return stamped
         return event
 

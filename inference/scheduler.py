@@ -28,10 +28,9 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from inference.continuous import ContinuousBatcher
 from inference.errors import ClientError
 from inference.handlers import ContinuousHandler, Handler, MicroBatchHandler
-from inference.handlers.contract import Job
+from inference.handlers.contract import DecodeLoop, Job
 from inference.microbatch import MicroBatcher
 from inference.settings import (
     GENKILN_MAX_CONCURRENT_REQUESTS,
@@ -107,7 +106,7 @@ class Scheduler:
         self._mailbox: Mailbox | None = None  # made on the event loop, at first use
         self.mode = handler.batching
         self.generator: ContinuousHandler | None = None
-        self.decode_loop: ContinuousBatcher | None = None
+        self.decode_loop: DecodeLoop | None = None
         self.batcher: MicroBatcher | None = None
         self.worker: ThreadPoolExecutor | None = None
         if isinstance(handler, ContinuousHandler):
@@ -200,6 +199,8 @@ class Scheduler:
         finally:
             cancelled.set()  # cancelled or finished: nothing more to decode for it
         for job in jobs:
+            if job.failure == "deadline":  # ended with nothing to give (an image job)
+                raise _timed_out(self.settings.request_timeout_s)
             if job.failure is not None:
                 raise _failed(job.failure)
             if not job.tokens and job.finish_reason == "deadline":

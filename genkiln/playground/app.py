@@ -159,6 +159,13 @@ def _events(client: EndpointClient, payload: dict[str, Any]) -> Iterator[bytes]:
     try:
         if payload.get("stream"):
             for event in client.invoke_stream(payload):
+                if event.get("event") == "preview":  # an image family's picture developing
+                    yield _line({"type": "preview", "images": event.get("images", []),
+                                 "step": event.get("step"), "steps": event.get("steps")})
+                    continue
+                if event.get("event") == "final":
+                    yield _line(_done(event))
+                    return
                 if event.get("generated_text") is not None:
                     token = event.get("token", {})
                     if token.get("text"):

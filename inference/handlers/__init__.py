@@ -32,6 +32,7 @@ HANDLERS = {
     "autoencoder": "inference.handlers.autoencoder:AutoencoderHandler",
     "musegan": "inference.handlers.musegan:MuseGANHandler",
     "racer": "inference.handlers.racer:RacerHandler",
+    "diffusion": "inference.handlers.diffusion:DiffusionHandler",
 }
 
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from inference.errors import ClientError
 
 if TYPE_CHECKING:
-    from inference.continuous import ContinuousBatcher, Sequence
+    from inference.continuous import Sequence
 
 
 class Batching(StrEnum):
@@ -124,7 +124,18 @@ class Job(Protocol):
     failure: str | None  # why it ended without an answer ("shutdown", "error", ...)
 
     def sequence(self, *, deadline: float = ...,
-                 cancelled: threading.Event | None = ...) -> Sequence: ...
+                 cancelled: threading.Event | None = ...) -> Sequence | Any: ...
+
+
+class DecodeLoop(Protocol):
+    """The loop a ContinuousHandler's jobs run in: text's decode loop
+    (inference.continuous) or images' denoising loop (inference.denoising)."""
+
+    closing_at: float  # time.monotonic() at which what still runs is cut (a drain)
+
+    def submit(self, work: Any) -> None: ...
+
+    def close(self, timeout: float = ...) -> None: ...
 
 
 class ContinuousHandler(Handler):
@@ -135,7 +146,7 @@ class ContinuousHandler(Handler):
     batching: ClassVar[Batching] = Batching.CONTINUOUS
 
     @abstractmethod
-    def decode_loop(self, slots: int) -> ContinuousBatcher: ...
+    def decode_loop(self, slots: int) -> DecodeLoop: ...
 
     @abstractmethod
     def jobs(self, request: Any, *, emit: Callable[[dict[str, Any]], None] | None = None,

@@ -62,10 +62,10 @@ def test_unknown_hyperparameter_fails_the_job_listing_valid_ones(tmp_path: Path,
 
 
 def test_unknown_family_fails_listing_families(tmp_path: Path) -> None:
-    opt_ml = emulate_opt_ml(tmp_path, hyperparameters={"family": "diffusion"})
+    opt_ml = emulate_opt_ml(tmp_path, hyperparameters={"family": "flow-matching"})
     assert run_training(opt_ml) == EXIT_BAD_INPUT
     reason = opt_ml.failure_path.read_text()
-    assert reason.startswith("family must be one of ") and "got 'diffusion'" in reason
+    assert reason.startswith("family must be one of ") and "got 'flow-matching'" in reason
     assert "transformer" in reason and "rnn" in reason and reason.count("\n") == 1
     assert list(opt_ml.model_dir.iterdir()) == []
 

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: family -> how its requests run (the rnn serves melodies one at a time, text batched)
 EXPECTED = {"transformer": Batching.CONTINUOUS, "gan": Batching.MICRO, "vae": Batching.MICRO,
-            "rbm": Batching.MICRO, "autoencoder": Batching.MICRO, "musegan": Batching.SERIAL}
+            "rbm": Batching.MICRO, "autoencoder": Batching.MICRO, "musegan": Batching.SERIAL,
+            "diffusion": Batching.CONTINUOUS}
 
 
 def _handler_classes() -> dict[str, type[Handler]]:
@@ -76,7 +77,8 @@ def test_each_recipe_implements_the_training_contract(family: str) -> None:
     assert not inspect.isabstract(recipe), recipe
     for hook in ("train_step", "evaluate", "state_objects", "export"):
         assert callable(getattr(recipe, hook, None)), (family, hook)
-    assert getattr(recipe, "modality", None) in ("text", "image", "music", "track", None), family
+    assert getattr(recipe, "modality", None) in ("text", "image", "music", "track", "captioned",
+                                                 None), family
 
 
 def test_info_says_what_the_handler_declared(

@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from training.data.errors import DataError
+from training.data.folder import CAPTIONS_FILE
 from training.data.images import GRAYSCALE_MODES
 from training.data.text import jsonl_records, read_utf8
 
-CAPTIONS_FILE = "captions.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_CAPTION_CHARS = 1000
 _NAMED = 10

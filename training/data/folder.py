@@ -48,12 +48,28 @@ class FolderScan:
         return sum(p.stat().st_size for p in self.files)
 
 
+#: The file of a captioned folder that captions its images (training.data.captions).
+CAPTIONS_FILE = "captions.jsonl"
+
+
+def _captioned(by_modality: dict[str, list[Path]], root: Path) -> bool:
+    """Images whose text is their captions: one captions.jsonl at the top, or a .txt
+    beside an image of the same name (training.data.captions checks the pairing)."""
+    texts = by_modality["text"]
+    if any(p.relative_to(root).as_posix() == CAPTIONS_FILE for p in texts):
+        return True
+    stems = {p.with_suffix("") for p in by_modality["image"]}
+    return all(p.suffix.lower() == ".txt" for p in texts) and \
+        sum(p.with_suffix("") in stems for p in texts) * 2 > len(texts)
+
+
 def scan_folder(root: Path) -> FolderScan:
     """Check that ``root`` holds files of one modality and return them.
 
-    Hidden files (``.DS_Store``, editor swap files) are skipped. Anything else that
-    genkiln can't read, or a mix of modalities, is refused with the files named, so
-    the user knows exactly what to move or remove.
+    Images with their captions (a captions.jsonl, or a .txt beside most images) are one
+    modality, "captioned". Hidden files (``.DS_Store``, editor swap files) are skipped.
+    Anything else that genkiln can't read, or a mix of modalities, is refused with the
+    files named, so the user knows exactly what to move or remove.
     """
     root = Path(root)
     if not root.exists():
@@ -79,6 +95,8 @@ def scan_folder(root: Path) -> FolderScan:
     by_modality: dict[str, list[Path]] = {}
     for p in files:
         by_modality.setdefault(MODALITY_BY_SUFFIX[p.suffix.lower()], []).append(p)
+    if set(by_modality) == {"image", "text"} and _captioned(by_modality, root):
+        return FolderScan(root=root, modality="captioned", files=files)
     if len(by_modality) > 1:
         counts = Counter({m: len(ps) for m, ps in by_modality.items()})
         majority = counts.most_common(1)[0][0]

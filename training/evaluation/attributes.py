@@ -12,7 +12,7 @@ distances.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -44,6 +44,8 @@ class Reading:
 
     background: str
     things: dict[str, Thing]  # by position: the cells it finds a thing in
+    #: by position: how sure it is that a thing is there (a probability)
+    presence: dict[str, float] = field(default_factory=dict)
 
     def find(self, shape: str, colour: str) -> list[str]:
         """The positions of the things of this shape and colour."""
@@ -173,10 +175,11 @@ class SceneJudge:
         for start in range(0, len(images), batch_size):
             cells, back, _ = self.net(as_input(images[start:start + batch_size]))
             parts = _split(cells)
-            present = parts[0].squeeze(-1) > 0  # (b, 9)
+            sure = torch.sigmoid(parts[0].squeeze(-1))  # (b, 9)
+            present = sure > 0.5
             picks = [p.argmax(-1) for p in parts[1:]]  # each (b, 9)
             for i in range(len(cells)):
-                things = {}
+                things, presence = {}, {}
                 for cell in np.flatnonzero(present[i].numpy()):
                     shape, colour, size, fill = (
                         options[int(picks[k][i, cell])]
@@ -184,8 +187,9 @@ class SceneJudge:
                     position = POSITIONS[int(cell)]
                     things[position] = Thing(shape=shape, colour=colour, size=size,
                                              fill=fill, position=position)
+                    presence[position] = float(sure[i, cell])
                 readings.append(Reading(background=list(BACKGROUNDS)[int(back[i].argmax())],
-                                        things=things))
+                                        things=things, presence=presence))
         return readings
 
     @torch.no_grad()

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Family:
     name: str
-    modalities: tuple[str, ...]  # "text" | "image" | "music" | "track": what its data may be
+    #: what its data may be: "text" | "image" | "music" | "track" | "captioned" (images
+    #: with their captions)
+    modalities: tuple[str, ...]
     config_module: str  # module holding the family's model config dataclass
     config_class: str
     recipe_module: str  # module with the family's `Recipe` (data, steps, export, load)
@@ -270,6 +272,36 @@ FAMILIES: dict[str, Family] = {
             data_parallel_note="PPO's rollouts run in this process's vectorized "
                                "environments; use num_envs to drive more cars at once",
             channels=("reward",),
+        ),
+        Family(
+            name="diffusion",
+            modalities=("captioned",),
+            config_module="training.models.diffusion",
+            config_class="DiffusionConfig",
+            recipe_module="training.recipes.diffusion",
+            metrics=("train_loss", "val_loss", "val_named_accuracy",
+                     *(f"val_{a}_accuracy" for a in ("shape", "colour", "size", "position",
+                                                     "fill", "background")),
+                     "val_shape_only_accuracy", "val_unnamed_accuracy",
+                     "val_chance_accuracy", "val_unconditional_accuracy",
+                     "val_relation_accuracy", "val_fid", "val_fid_floor",
+                     "images_per_second", "learning_rate"),
+            description="prompt -> image: a text-conditioned diffusion UNet (diffusers) "
+                        "with classifier-free guidance (captioned scenes by default)",
+            register_if="val_named_accuracy>=0.6",
+            tuning=Tuning("val_loss", "Minimize", {
+                "learning_rate": continuous(2e-4, 2e-3, "Logarithmic"),
+                "width": categorical("32", "48", "64", "96"),
+                "condition_dropout": continuous(0.05, 0.2),
+                "snr_gamma": continuous(1.0, 8.0),
+            }),
+            # About 15 minutes of training on 2 CPU cores, evaluated once at the end
+            # (the prompt-detail evaluation draws ~800 pictures).
+            train_defaults={"batch_size": "32", "learning_rate": "0.001",
+                            "min_learning_rate": "0.0001", "warmup_steps": "100",
+                            "weight_decay": "0", "grad_clip": "1.0", "max_steps": "1500",
+                            "eval_interval": "1500", "log_interval": "50",
+                            "checkpoint_interval": "250", "val_fraction": "0.1"},
         ),
     ]
 }

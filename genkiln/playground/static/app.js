@@ -74,14 +74,30 @@
     state.lap.handle = GenkilnLap.play($("lap"), answer, step => { state.lap.shown = step; });
   }
 
+  // Pictures side by side (a prompt's n images, or their previews as they develop).
+  function showImages(images, caption) {
+    const box = $("images");
+    box.replaceChildren(...images.map((data, i) => {
+      const img = document.createElement("img");
+      img.src = "data:image/png;base64," + data;
+      img.alt = `${caption} ${i + 1}`;
+      return img;
+    }));
+    box.dataset.caption = caption;
+    box.hidden = false;
+  }
+
   function showOutput(output, answer) {
     $("image").hidden = true;
+    $("images").hidden = true;
     $("midi-output").hidden = true;
     $("lap-output").hidden = true;
     if (state.hints.output === "lap" && answer && answer.trajectory) { showLap(answer); return; }
     if (output.text !== undefined) { $("output").textContent = output.text; return; }
     $("output").textContent = "";
-    if (output.png_base64) {
+    if (output.images && output.images.length > 1) {
+      showImages(output.images, "image");
+    } else if (output.png_base64) {
       $("image").src = "data:image/png;base64," + output.png_base64;
       $("image").hidden = false;
     } else if (output.midi_base64) {
@@ -129,10 +145,14 @@
           if (!line.trim()) continue;
           const event = JSON.parse(line);
           if (event.type === "token") $("output").textContent += event.text;
+          else if (event.type === "preview") {
+            showImages(event.images, "preview");
+            status(`denoising… step ${event.step} of ${event.steps}`);
+          }
           else if (event.type === "done") done = event;
           else if (event.type === "error") throw new Error(event.error);
           state.streamLog.push({length: $("output").textContent.length, done: done !== null,
-                                read});
+                                read, preview: event.type === "preview" ? event.step : null});
         }
         if (ended) break;
       }
