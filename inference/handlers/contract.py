@@ -24,7 +24,9 @@ Every handler offers:
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -138,12 +140,29 @@ class DecodeLoop(Protocol):
     def close(self, timeout: float = ...) -> None: ...
 
 
+class GenerationFailed(Exception):
+    """A job ended without an answer (the server stopped, or the loop's step failed)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_DONE = object()
+
+
 class ContinuousHandler(Handler):
-    """A handler whose requests decode token by token in one shared loop: a request is
-    split into jobs (one per sequence), the loop runs their sequences beside every other
-    request's, and ``collect`` makes the answer of the finished jobs."""
+    """A handler whose requests run step by step in one shared loop (tokens for text,
+    denoising steps for images): a request is split into jobs, the loop runs them beside
+    every other request's, and ``collect`` makes the answer of the finished jobs.
+
+    Outside a server, ``predict`` and ``stream`` run a request alone, blocking, in a loop
+    of ``solo_slots`` rows made at first use."""
 
     batching: ClassVar[Batching] = Batching.CONTINUOUS
+    solo_slots: ClassVar[int] = 1
+    _solo: DecodeLoop | None = None
+    _solo_lock: ClassVar[threading.Lock] = threading.Lock()
 
     @abstractmethod
     def decode_loop(self, slots: int) -> DecodeLoop: ...
@@ -156,3 +175,32 @@ class ContinuousHandler(Handler):
 
     @abstractmethod
     def collect(self, request: Any, jobs: list[Any]) -> Any: ...
+
+    # --- without a server: one request at a time, blocking -------------------------
+    def _loop(self) -> DecodeLoop:
+        with self._solo_lock:
+            if self._solo is None:
+                self._solo = self.decode_loop(self.solo_slots)
+            return self._solo
+
+    def predict(self, request: Any) -> Any:
+        finished: queue.Queue[Any] = queue.Queue()
+        jobs = self.jobs(request, done=finished.put)
+        for job in jobs:
+            self._loop().submit(job.sequence())
+        for _ in jobs:
+            job = finished.get()
+            if job.failure is not None:
+                raise GenerationFailed(job.failure)
+        return self.collect(request, jobs)
+
+    def stream(self, request: Any, cancelled: threading.Event | None = None
+               ) -> Iterator[dict[str, Any]]:
+        events: queue.Queue[Any] = queue.Queue()
+        [job] = self.jobs(request, emit=events.put, done=lambda _: events.put(_DONE))
+        self._loop().submit(job.sequence(deadline=time.monotonic() + 3600,
+                                         cancelled=cancelled))
+        while (event := events.get()) is not _DONE:
+            yield event
+        if job.failure is not None:
+            raise GenerationFailed(job.failure)

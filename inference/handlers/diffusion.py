@@ -7,18 +7,16 @@ answers base64 PNGs in JSON (or, for `Accept: image/png`, one PNG: the grid of t
 With `"stream": true` it answers server-sent events: a `preview` event every
 `preview_every` denoising steps (the pictures as they stand), then one `final` event
 with the images. Requests share denoising batches (inference.denoising): a request
-joins the running batch at the next step. Image i of a request is seeded by the
-request's seed and i, so the same seed and parameters give the same pictures, alone or
-beside other requests, and n=1 with seed s+i repeats the request's i-th image.
+joins the running batch at the next step. A request's noise is drawn from its seed, so
+the same seed and parameters give the same pictures, alone or beside other requests (to
+the UNet's float rounding, which depends on the batch size).
 """
 
 from __future__ import annotations
 
 import base64
-import queue
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,15 +35,6 @@ from training.models.formats.png import encode_png, grid
 PNG = "image/png"
 MAX_IMAGES = 16
 MAX_PROMPT_CHARS = 2000
-_DONE = object()
-
-
-class GenerationFailed(Exception):
-    """A generation the loop ended without images (shutdown, error)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"generation ended without an answer ({reason})")
-        self.reason = reason
 
 
 class GenerateRequest(BaseModel):
@@ -130,6 +119,7 @@ class DiffusionJob:
 
 class DiffusionHandler(ContinuousHandler):
     family = "diffusion"
+    solo_slots = MAX_IMAGES
 
     def __init__(self, artifact: Artifact, device: str = "cpu",
                  settings: ServingSettings = DEFAULTS) -> None:
@@ -137,8 +127,6 @@ class DiffusionHandler(ContinuousHandler):
         self.model, self.tokens, self.spec = loaded.model, loaded.tokens, loaded.spec
         self.cfg = self.model.cfg
         self.device = device
-        self._solo: DenoisingLoop | None = None
-        self._solo_lock = threading.Lock()
 
     # --- decode ------------------------------------------------------------------
     def decode(self, payload: Any, accept: str | None = None) -> Decoded:
@@ -207,35 +195,8 @@ class DiffusionHandler(ContinuousHandler):
                 "steps": params.steps, "guidance_scale": params.guidance_scale,
                 "sampler": params.sampler, "media_type": PNG, "images": self.encode(images)}
 
-    # --- without a server: one request at a time, blocking -------------------------
-    def _loop(self) -> DenoisingLoop:
-        with self._solo_lock:
-            if self._solo is None:
-                self._solo = self.decode_loop(MAX_IMAGES)
-            return self._solo
-
-    def predict(self, request: Decoded) -> Any:
-        finished: queue.Queue[DiffusionJob] = queue.Queue()
-        [job] = self.jobs(request, done=finished.put)
-        self._loop().submit(job.sequence())
-        finished.get()
-        if job.failure is not None:
-            raise GenerationFailed(job.failure)
-        return self.collect(request, [job])
-
     def wants_stream(self, request: Decoded) -> bool:
         return request.params.stream
-
-    def stream(self, request: Decoded, cancelled: threading.Event | None = None
-               ) -> Iterator[dict[str, Any]]:
-        events: queue.Queue[Any] = queue.Queue()
-        [job] = self.jobs(request, emit=events.put, done=lambda _: events.put(_DONE))
-        self._loop().submit(job.sequence(deadline=time.monotonic() + 3600,
-                                         cancelled=cancelled))
-        while (event := events.get()) is not _DONE:
-            yield event
-        if job.failure is not None:
-            raise GenerationFailed(job.failure)
 
     # --- the rest of the contract ---------------------------------------------------
     def probe(self) -> None:

@@ -14,9 +14,7 @@ of text and stop sequences, and emits stream events or, at the end, the whole ge
 from __future__ import annotations
 
 import math
-import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,18 +46,9 @@ from training.models.sampling import SampledToken
 from training.models.transformer import from_artifact
 
 DEFAULT_MAX_NEW_TOKENS = 64
-_DONE = object()
 
 #: The loop's reasons that end a job, in the words a client reads in finish_reason.
 _FINISH = {"length": "length", "deadline": "deadline"}
-
-
-class GenerationFailed(Exception):
-    """A job ended without an answer (the server stopped, or the decode step failed)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -240,8 +229,6 @@ class TextGenerationHandler(ContinuousHandler):
                               if CHAT_TEMPLATE_FILE in artifact.manifest.get("files", {})
                               else DEFAULT_CHAT_TEMPLATE)
         self._longest = self.tokenizer.longest_token()
-        self._solo: ContinuousBatcher | None = None  # predict()/stream() outside a server
-        self._solo_lock = threading.Lock()
 
     def _load(self, artifact: Artifact, device: str) -> tuple[Any, TextTokenizer]:
         """The model (with `generate()` and `context_limit`) and its tokenizer."""
@@ -418,32 +405,8 @@ class TextGenerationHandler(ContinuousHandler):
             answers.append(best.generation([j for j in group if j is not best]))
         return answers
 
-    # --- without a server: one request at a time, blocking -------------------------
-    def _loop(self) -> ContinuousBatcher:
-        with self._solo_lock:
-            if self._solo is None:
-                self._solo = self.decode_loop(1)
-            return self._solo
-
-    def predict(self, request: TextRequest) -> list[dict[str, Any]]:
-        finished: queue.Queue[TextJob] = queue.Queue()
-        jobs = self.jobs(request, done=finished.put)
-        for job in jobs:
-            self._loop().submit(job.sequence())
-        for _ in jobs:
-            job = finished.get()
-            if job.failure is not None:
-                raise GenerationFailed(job.failure)
-        return self.collect(request, jobs)
-
+    # --- without a server (ContinuousHandler's solo loop) -------------------------
     def stream(self, request: TextRequest,
                cancelled: threading.Event | None = None) -> Iterator[dict[str, Any]]:
         assert len(request.prompts) == 1, "decode() refuses streamed lists"
-        events: queue.Queue[Any] = queue.Queue()
-        [job] = self.jobs(request, emit=events.put, done=lambda _: events.put(_DONE))
-        self._loop().submit(job.sequence(deadline=time.monotonic() + 3600,
-                                         cancelled=cancelled))
-        while (event := events.get()) is not _DONE:
-            yield event
-        if job.failure is not None:
-            raise GenerationFailed(job.failure)
+        return super().stream(request, cancelled)

@@ -1,8 +1,7 @@
 """The diffusion family through the real entry point and server: own captioned data
 trains, refusals name the files, prompts answer PNGs (JSON or image/png), streams carry
 previews and then the images, concurrent requests share denoising steps and get the
-images they get alone; and a short run on the bundled scenes draws what its prompts name
-far more often than the unconditional model does."""
+images they get alone, and `genkiln evaluate` reports on own data."""
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ import base64
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from tests.conftest import train_on_one_thread
 from tests.e2e.servers import sse_events
 from tests.unit.test_diffusion import captioned_folder
 from training.entry import run_training
+from training.evaluation.evaluate import evaluate_artifact, write_evaluation
 from training.local import emulate_opt_ml
 
 TINY = {"family": "diffusion", "max_steps": "3", "width": "16", "text_width": "32",
@@ -42,7 +43,10 @@ def server(artifact: Path) -> Iterator[TestClient]:
     from inference.server import create_app
 
     with TestClient(create_app(artifact)) as client:
-        assert client.get("/ping").status_code == 200
+        deadline = time.monotonic() + 60
+        while client.get("/ping").status_code != 200:  # the model loads in the background
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         yield client
 
 
@@ -113,10 +117,10 @@ def test_a_stream_sends_previews_then_the_images_with_their_id(server: TestClien
 
 
 @pytest.mark.parametrize(("payload", "status", "message"), [
-    ({"prompt": "a red square", "n": 99}, 400, "n"),
-    ({"prompt": "red " * 40}, 400, "prompt is"),
-    ({"prompt": 7}, 400, "prompt"),
-    ({"prompt": "x", "guidance_scale": "lots"}, 400, "guidance_scale"),
+    ({"prompt": "a red square", "n": 99}, 422, "n"),
+    ({"prompt": "red " * 40}, 422, "prompt is"),
+    ({"prompt": 7}, 422, "prompt"),
+    ({"prompt": "x", "guidance_scale": "lots"}, 422, "guidance_scale"),
 ])
 def test_bad_prompts_get_a_4xx_that_says_what_to_change(server: TestClient, payload: Any,
                                                         status: int, message: str) -> None:
@@ -143,8 +147,12 @@ def test_concurrent_prompts_share_denoising_steps_and_keep_their_images(
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert answers == alone
     assert max(loop.batches[before:]) > 1  # requests ran in the same UNet calls
+    # The same pictures, to the UNet's float rounding (which depends on the batch size):
+    # a PNG level now and then.
+    for seed, images in answers.items():
+        ours, theirs = (png(base64.b64decode(i[0])).astype(int) for i in (images, alone[seed]))
+        assert np.abs(ours - theirs).max() <= 2 and (ours != theirs).mean() < 0.02
 
 
 def test_info_describes_the_prompt_form(server: TestClient) -> None:
@@ -155,17 +163,10 @@ def test_info_describes_the_prompt_form(server: TestClient) -> None:
     assert info["kinds"] == ["generate"]
 
 
-@pytest.mark.slow
-def test_a_short_run_draws_what_its_prompts_name_beyond_the_unconditional_model(
-        tmp_path: Path) -> None:
-    """A few minutes of training on the bundled scenes: with every attribute named, the
-    judge reads what the prompt asked far more often than when the model draws at
-    guidance 0 (which ignores the prompt)."""
-    opt_ml = emulate_opt_ml(tmp_path / "opt_ml", hyperparameters={
-        "family": "diffusion", "max_steps": "300", "width": "32", "scenes": "3000",
-        "eval_prompts": "16", "steps": "15", "batch_size": "32", "seed": "5",
-        "eval_interval": "300"})
-    assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
-    metrics = json.loads((opt_ml.model_dir / "genkiln.json").read_text())["metrics"]
-    assert metrics["val_named_accuracy"] > metrics["val_unconditional_accuracy"] + 0.15
-    assert metrics["val_colour_accuracy"] > 0.5 and metrics["val_background_accuracy"] > 0.5
+def test_evaluate_on_own_data_reports_the_held_out_denoising_loss(artifact: Path,
+                                                                  tmp_path: Path) -> None:
+    data = artifact.parents[1] / "data"  # the folder the fixture trained on
+    evaluation = evaluate_artifact(artifact, data=data, log=lambda _: None)
+    _, report = write_evaluation(evaluation, tmp_path)
+    assert set(evaluation.metrics) == {"val_loss"}
+    assert evaluation.grid_png and "no judge reads these pictures" in report.read_text()

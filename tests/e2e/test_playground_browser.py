@@ -374,3 +374,62 @@ def test_pick_or_upload_a_track_and_watch_the_car_lap_it(racer_playground: str, 
              "the lap of the uploaded track")
     lap = browser.execute_script("return window.playground.lap.answer")
     assert lap["track"]["name"] == "mine"
+
+
+@pytest.fixture(scope="module")
+def diffusion_playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The playground in front of a diffusion model trained for a few steps on a tiny
+    captioned folder."""
+    from tests.e2e.test_diffusion import TINY as DIFFUSION_TINY
+    from tests.unit.test_diffusion import captioned_folder
+    from training.entry import run_training
+
+    root = tmp_path_factory.mktemp("diffusion_playground")
+    opt_ml = emulate_opt_ml(root / "opt_ml", hyperparameters={**DIFFUSION_TINY, "steps": "10"},
+                            data=captioned_folder(root / "data"))
+    assert run_training(opt_ml) == 0, opt_ml.failure_path.read_text()
+    store = root / "store"
+    with page_for(opt_ml.model_dir, store, OMP_NUM_THREADS="1") as url:
+        yield url, store
+
+
+def test_type_a_prompt_watch_it_develop_regenerate_and_prefer(
+        diffusion_playground: tuple[str, Path], browser: Any) -> None:
+    """A typed prompt streams previews, then its four pictures; Regenerate draws others,
+    and Better records the preference with both generations' prompt and pictures."""
+    from selenium.webdriver.common.by import By
+
+    url, store = diffusion_playground
+    browser.get(url)
+    button = browser.find_element(By.ID, "generate")
+    wait_for(button.is_enabled, "the page to load the model's description")
+    assert "diffusion" in browser.find_element(By.ID, "model").text
+    browser.find_element(By.ID, "prompt").send_keys("a red square")
+    button.click()
+
+    def generations() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = browser.execute_script(
+            "return window.playground.generations")
+        return found
+
+    [first] = wait_for(generations, "the pictures")
+    log = browser.execute_script("return window.playground.streamLog")
+    assert [e["preview"] for e in log if e["preview"] is not None] == [5]  # 10 steps
+    pictures = browser.find_elements(By.CSS_SELECTOR, "#images img")
+    assert len(pictures) == 4 and all(p.get_attribute("src").startswith("data:image/png")
+                                      for p in pictures)
+    assert len(first["output"]["images"]) == 4
+
+    browser.find_element(By.ID, "regenerate").click()
+    wait_for(lambda: len(generations()) == 2, "the regenerated pictures")
+    second = generations()[1]
+    assert second["seed"] != first["seed"] and second["output"] != first["output"]
+    better = browser.find_element(By.ID, "better")
+    wait_for(better.is_enabled, "Better to be enabled")
+    better.click()
+    wait_for(lambda: "recorded" in browser.find_element(By.ID, "status").text,
+             "the feedback to be recorded")
+    [(chosen, rejected)] = read_feedback(store).preferences()
+    assert chosen.generation_id == second["id"] and rejected.generation_id == first["id"]
+    assert rejected.inputs == {"prompt": "a red square"}
+    assert len(chosen.output["images"]) == 4

@@ -100,12 +100,18 @@ def _one(model: PromptDiffusion, tokens: PromptTokens, prompt: str, seed: int,
 
 def test_the_same_seed_gives_the_same_image_alone_or_in_a_batch(
         tiny: tuple[PromptDiffusion, PromptTokens]) -> None:
+    """Equal to the UNet's float rounding, which depends on the batch's size (measured:
+    a few 1e-6 a step). Random weights with guidance are chaotic under DPM-Solver's
+    multistep extrapolation, so this untrained model is checked with DDIM; the trained
+    model through the server with the default sampler (tests/e2e/test_diffusion.py)."""
     model, tokens = tiny
     prompts = ["a red square", "a blue square", "a green circle"]
-    together = generate(model, tokens, prompts, steps=4, guidance_scale=3.0, seed=5)
+    together = generate(model, tokens, prompts, steps=4, guidance_scale=3.0, seed=5,
+                        sampler="ddim")
     for i, prompt in enumerate(prompts):
-        alone = _one(model, tokens, prompt, 5 + i)
-        assert (alone * 255).round().equal((together[i:i + 1] * 255).round())
+        alone = generate(model, tokens, [prompt], steps=4, guidance_scale=3.0, seed=5 + i,
+                         sampler="ddim")
+        assert torch.allclose(alone, together[i:i + 1], atol=1e-4)
     assert not torch.equal(together[0], together[1])
 
 

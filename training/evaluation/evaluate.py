@@ -35,11 +35,13 @@ import torch
 
 from training.artifact import load_artifact
 from training.data import tokens as token_data
+from training.evaluation.prompting import prompt_metrics
 from training.evaluation.racing import endpoint_laps, lap_metrics
 from training.evaluation.report import render_report
 from training.evaluation.results import EVALUATION_FILE, REPORT_FILE, Evaluation
 from training.models.formats.png import decode_png, encode_png, grid
 from training.rebuild import rebuild
+from training.recipes.diffusion import Recipe as DiffusionRecipe
 from training.recipes.image import ImageRecipe
 from training.recipes.racer import Recipe as RacerRecipe
 from training.recipes.sequence import SequenceRecipe
@@ -76,6 +78,8 @@ def evaluate_artifact(path: Path, *, data: Path | None = None,
         _image_metrics(recipe, out)
     elif isinstance(recipe, RacerRecipe):
         lap_metrics(recipe, out)
+    elif isinstance(recipe, DiffusionRecipe):
+        prompt_metrics(recipe, out)
     else:
         _arrangement_metrics(recipe, out)
     if not isinstance(recipe, RacerRecipe):

@@ -29,7 +29,8 @@ def _esc(value: Any) -> str:
     return html.escape(str(value))
 
 
-def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str) -> str:
+def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str,
+               x_label: str = "step") -> str:
     """Lines of (x, y) points on shared axes, as an SVG element."""
     points = [p for line in series.values() for p in line if math.isfinite(p[1])]
     if not points:
@@ -51,7 +52,7 @@ def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str) -> s
              f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="#999"/>',
              f'<text x="{PAD}" y="{H - PAD + 14}" font-size="10">{x0:g}</text>',
              f'<text x="{W - PAD}" y="{H - PAD + 14}" font-size="10" '
-             f'text-anchor="end">step {x1:g}</text>',
+             f'text-anchor="end">{_esc(x_label)} {x1:g}</text>',
              f'<text x="{PAD - 4}" y="{PAD + 4}" font-size="10" text-anchor="end">{y1:.3g}</text>',
              f'<text x="{PAD - 4}" y="{H - PAD}" font-size="10" text-anchor="end">{y0:.3g}</text>']
     for i, (name, line) in enumerate(series.items()):
@@ -169,6 +170,8 @@ def render_report(evaluation: Evaluation) -> str:
                 + "</ul>") if behind else ""
         sections.append("<h2>Against the baselines</h2>" + said + "".join(charts))
     sections.extend(_table(t) for t in evaluation.tables)
+    sections.extend(line_chart(series, title=title, x_label="")
+                    for title, series in evaluation.curves.items())
     curves = _curves(evaluation.history)
     sections.append("<h2>Training</h2>" + (curves or "<p>no training history in this "
                                                      "artifact</p>"))

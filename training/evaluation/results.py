@@ -15,6 +15,7 @@ REPORT_FILE = "report.html"
 #: metric -> the baselines it is shown against.
 BASELINES = {
     "val_perplexity": ("ngram_perplexity",),
+    "val_named_accuracy": ("val_unconditional_accuracy", "val_chance_accuracy"),
     "val_bits_per_char": ("ngram_bits_per_char", "lzma_bits_per_char"),
     "val_fid": ("val_fid_floor", "val_fid_untrained", "val_fid_gaussian", "val_fid_gmm"),
     "val_probe_accuracy": ("pixels_probe_accuracy", "sklearn_rbm_probe_accuracy"),
@@ -104,6 +105,8 @@ class Evaluation:
     registration: dict[str, Any] | None = None  # set by `register`
     tables: list[Table] = field(default_factory=list)
     pictures: list[tuple[str, bytes]] = field(default_factory=list)  # (caption, PNG)
+    #: charts the report draws: title -> line name -> (x, y) points
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)
 
     def put(self, name: str, value: float, std: float | None = None) -> None:
         entry = {"value": float(value)}
@@ -129,5 +132,6 @@ class Evaluation:
                 **({"behind": behind} if (behind := verdicts(self.metrics)) else {}),
                 **({"tables": [{"title": t.title, "header": t.header, "rows": t.rows}
                                for t in self.tables]} if self.tables else {}),
+                **({"curves": self.curves} if self.curves else {}),
                 **({"lineage": self.lineage} if self.lineage else {}),
                 **({"registration": self.registration} if self.registration else {})}

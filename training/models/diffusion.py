@@ -4,7 +4,7 @@ The denoiser is diffusers' `UNet2DConditionModel`, conditioned on the prompt thr
 cross-attention; the prompt is read by a small Transformer encoder trained with it, over
 the project's own byte-level BPE tokenizer fitted to the captions (nothing is downloaded).
 Training is DDPM's (Ho et al. 2020): noise an image to a random timestep of a cosine
-schedule and learn to predict the noise (or v, Salimans & Ho 2022), each timestep's loss
+schedule and learn to predict v (Salimans & Ho 2022; or the noise), each timestep's loss
 weighted by min-SNR (Hang et al. 2023), which converges several times faster; the prompt
 is dropped for `condition_dropout` of the images, so the same network also denoises
 unconditionally, which classifier-free guidance needs (Ho & Salimans 2022). Sampling runs
@@ -51,7 +51,7 @@ class DiffusionConfig:
     text_layers: int = 2  # Transformer layers of the prompt encoder
     vocab_size: int = 384  # BPE vocabulary fitted to the captions
     max_prompt_tokens: int = 32  # longer prompts are refused at serving, cut in training
-    prediction: str = "epsilon"  # what the UNet predicts: epsilon or v_prediction
+    prediction: str = "v_prediction"  # what the UNet predicts: v_prediction or epsilon
     snr_gamma: float = 5.0  # min-SNR loss weighting's cap (0: plain DDPM loss)
     condition_dropout: float = 0.1  # share of images trained with the empty prompt
     ema_decay: float = 0.999  # exponential moving average of the weights, used to sample
@@ -172,16 +172,18 @@ def make_sampler(cfg: DiffusionConfig, kind: str, steps: int) -> Any:
 
 def diffusion_loss(model: PromptDiffusion, schedule: Any, images: torch.Tensor,
                    ids: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
-                   *, timesteps: torch.Tensor | None = None, reduce: bool = True
-                   ) -> torch.Tensor:
-    """The DDPM objective on a batch, min-SNR weighted: the mean (or, unreduced, each
-    image's) squared error of the UNet's prediction of the noise (or of v)."""
+                   *, timesteps: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                   reduce: bool = True, weighted: bool = True) -> torch.Tensor:
+    """The DDPM objective on a batch, min-SNR weighted (unless not ``weighted``): the
+    mean (or, unreduced, each image's) squared error of the UNet's prediction of the noise
+    (or of v). ``timesteps`` and ``noise`` are drawn from ``generator`` unless given."""
     x0 = model.to_grid(images)
     n = len(x0)
     if timesteps is None:
         timesteps = torch.randint(0, schedule.config.num_train_timesteps, (n,),
                                   generator=generator, device=x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     noisy = schedule.add_noise(x0, noise, timesteps)
     if model.cfg.prediction == "v_prediction":
         target = schedule.get_velocity(x0, noise, timesteps)
@@ -189,7 +191,7 @@ def diffusion_loss(model: PromptDiffusion, schedule: Any, images: torch.Tensor,
         target = noise
     error = (model.denoise(noisy, timesteps, ids, mask) - target).pow(2).flatten(1).mean(1)
     gamma = model.cfg.snr_gamma
-    if gamma > 0:
+    if gamma > 0 and weighted:
         alphas = schedule.alphas_cumprod.to(x0.device)[timesteps]
         snr = alphas / (1.0 - alphas)
         capped = snr.clamp(max=gamma)
@@ -263,7 +265,7 @@ class Denoising:
             xs.append(self.x)
             ids.append(self.negative_ids)
             masks.append(self.negative_mask)
-        x = torch.cat(xs)
+        x = self.sampler.scale_model_input(torch.cat(xs), self.timestep)
         t = self.timestep.to(x.device).expand(len(x))
         return x, t, torch.cat(ids), torch.cat(masks)
 

@@ -58,7 +58,8 @@ HELD_OUT_SCENES, CAPTIONS_PER_SCENE = 512, 4
 #: Held-out images and timesteps the denoising loss is measured on.
 VAL_LOSS_IMAGES, VAL_LOSS_TIMESTEPS = 256, (50, 200, 400, 600, 800, 950)
 #: The prompt-detail evaluation: real scenes the judge learns from, pictures for the
-#: Fréchet distance (`eval_prompts` one- and two-thing scenes are prompted).
+#: Fréchet distance at most (8 per prompted scene; `eval_prompts` one- and two-thing
+#: scenes are prompted).
 JUDGE_SCENES, FID_IMAGES = 6000, 256
 
 
@@ -210,8 +211,9 @@ class Recipe:
 
     @property
     def sampler_model(self) -> PromptDiffusion:
-        """The weights that generate: the moving average."""
-        module = self.ema.module
+        """The weights that generate: the moving average once this run has trained, else
+        the model's own (an artifact's weights, loaded by rebuild, are the average)."""
+        module = self.ema.module if int(self.ema.n_averaged) > 0 else self.model
         assert isinstance(module, PromptDiffusion)
         return module.eval()
 
@@ -246,10 +248,11 @@ class Recipe:
 
         assert self.scenes is not None
         judge = self.judge()
-        reference = bundled_scenes(FID_IMAGES, self.run.seed + 5)
-        real = CaptionedScenes(images=self.scenes.images[:FID_IMAGES],
-                               scenes=self.scenes.scenes[:FID_IMAGES],
-                               captions=self.scenes.captions[:FID_IMAGES])
+        count = min(FID_IMAGES, 8 * self.cfg.eval_prompts)
+        reference = bundled_scenes(count, self.run.seed + 5)
+        real = CaptionedScenes(images=self.scenes.images[:count],
+                               scenes=self.scenes.scenes[:count],
+                               captions=self.scenes.captions[:count])
         self.last_prompting = prompt_evaluation(
             self.draw, judge, one_thing=bundled_scenes(self.cfg.eval_prompts, self.run.seed + 3,
                                                        things=1).scenes,
@@ -283,9 +286,7 @@ class Recipe:
             tokenizer_path, grid_path = Path(tmp) / TOKENIZER_FILE, Path(tmp) / "grid.png"
             prompts_path = Path(tmp) / "prompts.json"
             self.tokenizer.save(tokenizer_path)
-            rows = max(1, len(pictures) // max(1, columns))
-            grid_path.write_bytes(encode_png(grid(pictures, columns=columns if rows > 1
-                                                  else None), scale=2))
+            grid_path.write_bytes(encode_png(grid(pictures, columns=columns), scale=2))
             prompts_path.write_text(json.dumps(prompts, indent=1) + "\n", encoding="utf-8")
             write_artifact(
                 directory, family=FAMILY, modality="captioned", config=config,

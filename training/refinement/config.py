@@ -18,9 +18,12 @@ REFINE_DEFAULTS = {"max_steps": "60", "max_seconds": "0", "learning_rate": "0.00
 class RefineConfig:
     dpo_beta: float = 0.1  # DPO's β: how far the refined policy may move from the reference
     min_rating: int = 4  # ratings at or above this count as well rated (1-5)
-    anchor_weight: float = 0.2  # sequence models: weight of next-token loss on training text
+    #: sequence and diffusion models: weight of the family's own loss on training data
+    anchor_weight: float = 0.2
     feedback_share: float = 0.5  # rbm, autoencoder: share of each batch from rated images
     reward_weight: float = 0.3  # gan, vae: rate of the reward step relative to the own loss's
+    #: diffusion: Diffusion-DPO's β, on per-pixel mean errors (Wallace et al. use 2000-5000)
+    diffusion_dpo_beta: float = 2000.0
 
     def validate(self) -> None:
         require(self.dpo_beta > 0, "dpo_beta", "must be positive")
@@ -28,3 +31,4 @@ class RefineConfig:
         require(self.anchor_weight >= 0, "anchor_weight", "must be 0 or more")
         require(0 < self.feedback_share <= 1, "feedback_share", "must be in (0, 1]")
         require(self.reward_weight > 0, "reward_weight", "must be positive")
+        require(self.diffusion_dpo_beta > 0, "diffusion_dpo_beta", "must be positive")

@@ -16,9 +16,11 @@ from training.contract import ChannelError
 from training.data.errors import DataError
 from training.feedback import FeedbackError, FeedbackSet, read_feedback
 from training.rebuild import Rebuilt
+from training.recipes.diffusion import Recipe as DiffusionRecipe
 from training.recipes.image import ImageRecipe
 from training.recipes.sequence import SequenceRecipe
 from training.refinement.config import RefineConfig
+from training.refinement.diffusion import DiffusionRefinement
 from training.refinement.images import ImageRefinement
 from training.refinement.sequences import SequenceRefinement
 
@@ -38,11 +40,16 @@ def find_artifact(channel: Path) -> Path:
                        f"{len(found)} manifests")
 
 
+Refinement = SequenceRefinement | ImageRefinement | DiffusionRefinement
+
+
 def refinement_for(rebuilt: Rebuilt, feedback: FeedbackSet, cfg: RefineConfig,
-                   log: Callable[[str], None]) -> SequenceRefinement | ImageRefinement:
+                   log: Callable[[str], None]) -> Refinement:
     """The method for the recipe's kind: preferences for sequence models, ratings and a
-    reward model for image models."""
+    reward model for image models, Diffusion-DPO for prompt-to-image models."""
     recipe = rebuilt.recipe
+    if isinstance(recipe, DiffusionRecipe):
+        return DiffusionRefinement(recipe, rebuilt, feedback, cfg, log)
     if isinstance(recipe, SequenceRecipe):
         return SequenceRefinement(recipe, rebuilt, feedback, cfg, log)
     if isinstance(recipe, ImageRecipe):
@@ -51,7 +58,7 @@ def refinement_for(rebuilt: Rebuilt, feedback: FeedbackSet, cfg: RefineConfig,
                     f"retrain on a data folder that holds what people preferred")
 
 
-def parent_lineage(parent: Artifact, refinement: SequenceRefinement | ImageRefinement,
+def parent_lineage(parent: Artifact, refinement: Refinement,
                    feedback: FeedbackSet, before: Mapping[str, float]) -> dict[str, Any]:
     return {
         "parent_sha256": artifact_sha256(parent.directory),
