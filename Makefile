@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.transformer $(BENCH_FLAGS)
 	$(BIN)/python -m bench.serving $(BENCH_FLAGS)
+	$(BIN)/python -m bench.diffusion $(BENCH_FLAGS)
 
 ## The project image, built without pulling any image (debootstrap base, local CPU torch
 ## wheel, this host's CA certificates); starts dockerd when it is not running. With
