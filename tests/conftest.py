@@ -173,6 +173,22 @@ def train_on_one_thread(opt_ml: OptMl) -> Path:
     return opt_ml.model_dir
 
 
+#: A diffusion model trained for a few steps on a tiny captioned folder (16×16 squares).
+DIFFUSION_TINY = {"family": "diffusion", "max_steps": "3", "width": "16", "text_width": "32",
+                  "text_layers": "1", "image_size": "16", "vocab_size": "300",
+                  "max_prompt_tokens": "64", "steps": "3", "batch_size": "4",
+                  "val_fraction": "0.25"}
+
+
+@pytest.fixture(scope="session")
+def diffusion_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.unit.test_diffusion import captioned_folder
+
+    root = tmp_path_factory.mktemp("diffusion")
+    return train_on_one_thread(emulate_opt_ml(root / "opt_ml", hyperparameters=DIFFUSION_TINY,
+                                              data=captioned_folder(root / "data")))
+
+
 @pytest.fixture(scope="session")
 def musegan_artifact(tmp_path_factory: pytest.TempPathFactory, chorale_dir: Path) -> Path:
     """A MuseGAN trained for a few steps (MUSEGAN_TINY) on `chorale_dir`."""

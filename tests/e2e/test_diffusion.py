@@ -19,23 +19,19 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.conftest import train_on_one_thread
+from tests.conftest import DIFFUSION_TINY
 from tests.e2e.servers import sse_events
 from tests.unit.test_diffusion import captioned_folder
 from training.entry import run_training
 from training.evaluation.evaluate import evaluate_artifact, write_evaluation
 from training.local import emulate_opt_ml
 
-TINY = {"family": "diffusion", "max_steps": "3", "width": "16", "text_width": "32",
-        "text_layers": "1", "image_size": "16", "vocab_size": "300", "max_prompt_tokens": "12",
-        "steps": "3", "batch_size": "4", "val_fraction": "0.25"}
+TINY = DIFFUSION_TINY
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("diffusion")
-    return train_on_one_thread(emulate_opt_ml(root / "opt_ml", hyperparameters=TINY,
-                                              data=captioned_folder(root / "data")))
+def artifact(diffusion_artifact: Path) -> Path:
+    return diffusion_artifact
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +114,7 @@ def test_a_stream_sends_previews_then_the_images_with_their_id(server: TestClien
 
 @pytest.mark.parametrize(("payload", "status", "message"), [
     ({"prompt": "a red square", "n": 99}, 422, "n"),
-    ({"prompt": "red " * 40}, 422, "prompt is"),
+    ({"prompt": "red " * 200}, 422, "prompt is"),
     ({"prompt": 7}, 422, "prompt"),
     ({"prompt": "x", "guidance_scale": "lots"}, 422, "guidance_scale"),
 ])

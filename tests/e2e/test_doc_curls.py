@@ -45,20 +45,22 @@ def test_the_docs_have_curls() -> None:
 
 
 @pytest.fixture(scope="module")
-def servers(tiny_artifact: Path, image_artifacts: Any,
+def servers(tiny_artifact: Path, image_artifacts: Any, diffusion_artifact: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     env = {**os.environ, "GENKILN_FEEDBACK_DIR": str(tmp_path_factory.mktemp("curls"))}
-    with serving(tiny_artifact, env=env) as text, serving(image_artifacts("gan"), env=env) as gan:
-        yield {"text": text.url, "image": gan.url}
+    with serving(tiny_artifact, env=env) as text, serving(image_artifacts("gan"), env=env) as gan, \
+            serving(diffusion_artifact, env=env) as diffusion:
+        yield {"text": text.url, "image": gan.url, "diffusion": diffusion.url}
 
 
 @pytest.mark.parametrize(("doc", "command"), ALL, ids=[f"{d}:{i}" for i, (d, _) in
                                                        enumerate(ALL)])
 def test_every_curl_runs_as_written(doc: str, command: str, servers: dict[str, str],
                                     tmp_path: Path) -> None:
-    url = servers["image" if '"kind"' in command else "text"]
+    url = servers["diffusion" if '"kind": "generate"' in command
+                  else "image" if '"kind"' in command else "text"]
     headers = tmp_path / "headers"
     # The same command, with the address and a -D to read its status: nothing else.
     run = command.replace("http://localhost:8080", url).replace("localhost:8080", url)

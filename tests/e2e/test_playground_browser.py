@@ -380,7 +380,7 @@ def test_pick_or_upload_a_track_and_watch_the_car_lap_it(racer_playground: str, 
 def diffusion_playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The playground in front of a diffusion model trained for a few steps on a tiny
     captioned folder."""
-    from tests.e2e.test_diffusion import TINY as DIFFUSION_TINY
+    from tests.conftest import DIFFUSION_TINY
     from tests.unit.test_diffusion import captioned_folder
     from training.entry import run_training
 
