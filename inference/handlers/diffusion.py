@@ -64,11 +64,6 @@ class Decoded:
     params: GenerateRequest
     png: bool  # answer with one image/png body
 
-    @property
-    def steps(self) -> int:
-        assert self.params.steps is not None
-        return self.params.steps
-
 
 class DiffusionJob:
     """One request's images through the denoising loop; its callbacks run in the loop's

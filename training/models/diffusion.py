@@ -25,7 +25,7 @@ step in one UNet call, so requests can join and leave a running batch between st
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 import torch
@@ -235,7 +235,6 @@ class Denoising:
     negative_mask: torch.Tensor
     guidance_scale: float
     done_steps: int = 0
-    previews: list[int] = field(default_factory=list)
 
     @property
     def steps(self) -> int:
