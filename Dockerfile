@@ -62,7 +62,8 @@ RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.tom
 # compiling extensions), torch's C++ test binaries and protobuf compiler (about 130 MB;
 # torch/bin keeps torch_shm_manager, which DataLoader workers use), the test suites of
 # numpy, scipy and scikit-learn (about 50 MB), music21's corpus but for the Bach chorales
-# genkiln trains on (about 60 MB; bring other music as MIDI files), pip, and the control
+# genkiln trains on (about 60 MB; bring other music as MIDI files), diffusers' pipelines
+# (40 MB: the diffusion family uses its UNet and schedulers only), pip, and the control
 # plane's `genkiln` command (its package is not in the build context: the image runs
 # `python -m training` and `python -m inference`).
 COPY . .
@@ -76,8 +77,10 @@ RUN pip install --no-deps . \
          -exec rm -rf {} + \
     && find "$site/music21/corpus" -mindepth 1 -maxdepth 1 -type d \
          ! -name bach ! -name _metadataCache ! -name __pycache__ -exec rm -rf {} + \
+    && rm -rf "$site/diffusers/pipelines" "$site/diffusers/modular_pipelines" \
     && pip uninstall --yes --quiet pip \
     && python3 -c 'import torch, inference.server, training.command; print("torch", torch.__version__)' \
+    && python3 -c 'from training.models.diffusion import DiffusionConfig, PromptDiffusion, make_sampler; from training.models.convnets import ImageSpec; PromptDiffusion(DiffusionConfig(), ImageSpec(48, 3, ())); make_sampler(DiffusionConfig(), "dpm", 5); make_sampler(DiffusionConfig(), "ddim", 5)' \
     && python3 -c 'from music21 import corpus; assert len(corpus.getComposer("bach")) > 400'
 
 # ---------------------------------------------------------------------------------------------

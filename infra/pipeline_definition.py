@@ -31,7 +31,8 @@ METRIC_DEFINITIONS = [
     {"Name": name, "Regex": f"{name}=([0-9.eE+-]+)"}
     for name in ("train_loss", "val_loss", "d_loss", "g_loss", "val_perplexity", "val_fid",
                  "val_probe_accuracy", "val_auroc", "val_metric_gap", "in_key_share",
-                 "episode_reward", "val_completion_rate", "val_lap_time_ratio")
+                 "episode_reward", "val_completion_rate", "val_lap_time_ratio",
+                 "val_named_accuracy", "val_relation_accuracy")
 ]
 EVALUATION_FILE = "evaluation.json"  # {"metrics": {...}, "registration": {"passed": ...}}
 REGISTRATION_PASSED = "registration.passed"
