@@ -332,16 +332,13 @@ class LoadedDiffusion:
     model: PromptDiffusion
     tokens: PromptTokens
     spec: ImageSpec
-    #: whether it learned the bundled scenes (their judge can score its pictures)
-    bundled: bool
 
 
 def from_artifact(artifact: Artifact, device: str | torch.device = "cpu") -> LoadedDiffusion:
-    cfg, spec, model, extras = load_image_model(artifact, DiffusionConfig, PromptDiffusion,
-                                                device)
+    cfg, spec, model, _ = load_image_model(artifact, DiffusionConfig, PromptDiffusion, device)
     tokenizer = TextTokenizer.from_file(artifact.path(TOKENIZER_FILE))
     return LoadedDiffusion(model=model, tokens=PromptTokens(tokenizer, cfg.max_prompt_tokens),
-                           spec=spec, bundled=bool(extras.get("bundled")))
+                           spec=spec)
 
 
 def model_args(cfg: DiffusionConfig, spec: ImageSpec, *, bundled: bool) -> dict[str, Any]:
