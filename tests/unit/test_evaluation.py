@@ -50,9 +50,10 @@ def test_text_evaluation_is_what_the_pipeline_condition_reads(tiny_artifact: Pat
     assert val_loss == pytest.approx(logged, rel=1e-5)
     assert document["metrics"]["val_loss"]["standard_deviation"] > 0
     assert document["metrics"]["val_perplexity"]["value"] > 1
-    assert document["baselines"] == {"val_perplexity": ["ngram_perplexity"],
-                                     "val_bits_per_char": ["ngram_bits_per_char",
-                                                           "lzma_bits_per_char"]}
+    assert document["baselines"] == {
+        "val_perplexity": ["ngram_perplexity", "ngram4_perplexity"],
+        "val_bits_per_char": ["ngram_bits_per_char", "ngram4_bits_per_char",
+                              "lzma_bits_per_char"]}
     assert 0 < document["metrics"]["lzma_bits_per_char"]["value"] < 8
     for entry in document["metrics"].values():
         assert set(entry) <= {"value", "standard_deviation"}

@@ -37,7 +37,7 @@ from training.models.formats.pianoroll import (
     steps_to_quarters,
 )
 from training.models.musegan import MuseGAN, MuseGANConfig, Patch, Resize, from_artifact
-from training.recipes.musegan import Recipe
+from training.recipes.musegan import Recipe, melody_blind_bach
 
 TUNE = [{"pitch": p, "start": i * 1.0, "duration": 1.0}
         for i, p in enumerate([67, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62, 60])]
@@ -170,7 +170,25 @@ def test_family_is_registered_with_its_metrics() -> None:
     family = get_family("musegan")
     assert family.modalities == ("music",)
     names = {d["Name"] for d in family.metric_definitions}
-    assert {"val_metric_gap", "val_tonal_distance_real", "bars_per_second"} <= names
+    assert {"val_metric_gap", "val_tonal_distance_real", "bars_per_second",
+            "blind_bach_metric_gap"} <= names
+
+
+def test_the_melody_blind_baseline_puts_training_voices_under_held_out_melodies() -> None:
+    rng = np.random.default_rng(0)
+    held = rng.random((5, 4, 32, PITCHES)) < 0.05
+    train = rng.random((9, 4, 32, PITCHES)) < 0.05
+    blind = melody_blind_bach(held, train, seed=3)
+    assert blind.shape == held.shape
+    assert np.array_equal(blind[:, 0], held[:, 0])  # the held-out melodies, untouched
+    for row in blind:  # each one's lower voices are one training phrase's, all three
+        assert any(np.array_equal(row[1:], t[1:]) for t in train)
+    assert np.array_equal(blind, melody_blind_bach(held, train, seed=3))
+    # Bach's voices under the wrong melody still score as Bach's on the per-voice metrics
+    # (empty bars, pitch classes, qualified notes): only the tonal distance can tell.
+    real = music_metrics(train)
+    assert music_metrics(melody_blind_bach(train, train, seed=1))["qualified_note_rate"] \
+        == pytest.approx(real["qualified_note_rate"], abs=0.1)
 
 
 # --- artifact -------------------------------------------------------------------------

@@ -11,15 +11,19 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import pairwise
+from typing import Any, TypeVar
 
 from training.data.errors import DataError
 from training.data.folder import FolderScan
+from training.data.tokens import split
 from training.models.formats.midi import MidiError, parse_midi
 from training.models.formats.notes import Note, melody_of_score, transpose
 from training.settings import cache_dir
+
+T = TypeVar("T")
 
 _EXTRACTION = 2  # bump when melody extraction changes, to invalidate cached corpora
 
@@ -29,6 +33,38 @@ class MusicCorpus:
     melodies: list[list[Note]]
     source: str
     files: int
+
+
+#: Notes whose steps name a tune: two melodies whose first OPENING_NOTES pitches move by
+#: the same intervals are one tune (the chorales harmonise many tunes more than once, in
+#: other keys), and a held-out split keeps a tune on one side (training.data.tokens.split).
+OPENING_NOTES = 9
+
+
+#: How held-out splits of the bundled melodies are made, for data summaries.
+SPLIT_BY_TUNE = (f"by tune: pieces whose first {OPENING_NOTES} melody pitches move by the "
+                 f"same intervals (in any key) are held out together")
+
+
+def split_by_tune(items: Sequence[T], tune: Callable[[T], tuple[int, ...]], fraction: float,
+                  seed: int, what: str) -> tuple[list[T], list[T], str]:
+    """A held-out split that keeps each tune on one side (`tune` names an item's), and how
+    it was made; where every item opens alike, by item (said so)."""
+    if len({tune(item) for item in items}) >= 2:
+        return *split(items, fraction, seed, what, group=tune), SPLIT_BY_TUNE
+    return (*split(items, fraction, seed, what),
+            "by piece: every piece opens alike, so no tune could be held out unseen")
+
+
+def tune_of(pitches: Sequence[int]) -> tuple[int, ...]:
+    """A melody's tune: the intervals between its first OPENING_NOTES pitches (rests
+    skipped), the same in any key."""
+    opening = list(pitches[:OPENING_NOTES])
+    return tuple(b - a for a, b in pairwise(opening))
+
+
+def melody_tune(melody: Sequence[Note]) -> tuple[int, ...]:
+    return tune_of([n.pitch for n in melody if n.pitch is not None])
 
 
 def augment(melodies: Sequence[Sequence[Note]], seed: int,

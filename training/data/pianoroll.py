@@ -20,6 +20,7 @@ import numpy as np
 
 from training.data.errors import DataError
 from training.data.folder import FolderScan
+from training.data.music import tune_of
 from training.models.formats.midi import MidiError
 from training.models.formats.pianoroll import (
     PITCHES,
@@ -59,6 +60,11 @@ class PieceCorpus:
     pieces: list[Piece]
     source: str
     files: int
+
+
+def piece_tune(piece: Piece) -> tuple[int, ...]:
+    """A piece's tune, the opening of its melody track (training.data.music.tune_of)."""
+    return tune_of([pitch for pitch, _, _ in piece.tracks[0]])
 
 
 def phrases(pieces: Sequence[Piece], bars: int, *, stride: int = 1) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -25,15 +25,35 @@ def concat(sequences: Iterable[Sequence[int]], end_id: int | None = None) -> np.
     return np.asarray(out, dtype=np.int64)
 
 
-def split(items: Sequence[T], fraction: float, seed: int, what: str) -> tuple[list[T], list[T]]:
-    """A seeded train / held-out split of whole items (documents, melodies)."""
+def split(items: Sequence[T], fraction: float, seed: int, what: str,
+          group: Callable[[T], Hashable] | None = None) -> tuple[list[T], list[T]]:
+    """A seeded train / held-out split of whole items (documents, melodies).
+
+    With ``group``, items of one group (the same key) fall on the same side: where the
+    data repeats itself (one tune in several harmonisations), held-out items are then
+    unseen, not copies of training ones. Groups are held out whole, in a seeded order,
+    until ``fraction`` of the items is.
+    """
     if len(items) < 2:
         raise DataError(f"{what} holds {len(items)} item(s); a held-out split needs at least "
                         f"two (add data or give a validation channel)")
-    order = list(range(len(items)))
+    keys: list[Hashable] = list(range(len(items))) if group is None else \
+        [group(item) for item in items]
+    members: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        members.setdefault(key, []).append(i)
+    if len(members) < 2:
+        raise DataError(f"{what}: all {len(items)} items repeat one another (one key); "
+                        f"a held-out split needs two (add data or give a validation channel)")
+    order = list(members)
     random.Random(seed).shuffle(order)
     n_val = min(len(items) - 1, max(1, round(len(items) * fraction)))
-    return [items[i] for i in order[n_val:]], [items[i] for i in order[:n_val]]
+    cut, held = 0, 0
+    while held < n_val and cut < len(order) - 1:  # at least one group is left to train on
+        held += len(members[order[cut]])
+        cut += 1
+    return ([items[i] for key in order[cut:] for i in members[key]],
+            [items[i] for key in order[:cut] for i in members[key]])
 
 
 def require_length(name: str, tokens: np.ndarray, need: int, knob: str) -> None:
@@ -84,21 +104,33 @@ def scored_windows(n_tokens: int, length: int) -> list[tuple[int, int]]:
     return out
 
 
+def held_out_plan(n_tokens: int, length: int, limit: int) -> list[tuple[int, int]]:
+    """The strided windows (`scored_windows`) a held-out evaluation runs: at most ``limit``,
+    spread evenly over a longer stream, the same ones every time."""
+    window = min(length, n_tokens - 1)
+    plan = scored_windows(n_tokens, window)
+    if len(plan) > limit:
+        plan = [plan[round(i * (len(plan) - 1) / (limit - 1))] for i in range(limit)] \
+            if limit > 1 else plan[:1]
+    return plan
+
+
+def scored_targets(n_tokens: int, length: int, limit: int) -> np.ndarray:
+    """Indices in the stream of the targets `held_out_plan`'s windows score (a baseline
+    scored on these is scored on what the model is)."""
+    window = min(length, n_tokens - 1)
+    return np.asarray(sorted({s + 1 + j for s, first in held_out_plan(n_tokens, length, limit)
+                              for j in range(first, window)}), dtype=np.int64)
+
+
 @torch.no_grad()
 def held_out_batches(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                      tokens: np.ndarray, *, batches: int, batch_size: int,
                      length: int, device: torch.device) -> list[tuple[float, int]]:
-    """(mean loss, targets scored) of each batch of the strided held-out windows.
-
-    At most ``batches * batch_size`` windows are run: a longer stream is evaluated on
-    windows spread evenly over it, the same ones every time.
-    """
+    """(mean loss, targets scored) of each batch of `held_out_plan`'s windows (at most
+    ``batches * batch_size``)."""
     window = min(length, len(tokens) - 1)
-    plan = scored_windows(len(tokens), window)
-    limit = batches * batch_size
-    if len(plan) > limit:
-        plan = [plan[round(i * (len(plan) - 1) / (limit - 1))] for i in range(limit)] \
-            if limit > 1 else plan[:1]
+    plan = held_out_plan(len(tokens), length, batches * batch_size)
     out = []
     for i in range(0, len(plan), batch_size):
         chunk = plan[i:i + batch_size]

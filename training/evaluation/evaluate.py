@@ -14,7 +14,7 @@ family's own, or `--register-if`), which the pipeline's condition step reads wit
 (`registration.passed`):
 
     {"metrics": {"val_loss": {"value": 3.2, "standard_deviation": 0.1}, ...},
-     "family": "transformer", "baselines": {"val_perplexity": ["ngram_perplexity"]},
+     "family": "transformer", "baselines": {"val_perplexity": ["ngram_perplexity", ...]},
      "registration": {"criterion": "val_loss<=5.0", "value": 3.2, "passed": true}, ...}
 """
 

@@ -14,9 +14,10 @@ REPORT_FILE = "report.html"
 
 #: metric -> the baselines it is shown against.
 BASELINES = {
-    "val_perplexity": ("ngram_perplexity",),
+    "val_perplexity": ("ngram_perplexity", "ngram4_perplexity"),
+    "val_metric_gap": ("blind_bach_metric_gap", "val_metric_gap_untrained"),
     "val_named_accuracy": ("val_unconditional_accuracy", "val_chance_accuracy"),
-    "val_bits_per_char": ("ngram_bits_per_char", "lzma_bits_per_char"),
+    "val_bits_per_char": ("ngram_bits_per_char", "ngram4_bits_per_char", "lzma_bits_per_char"),
     "val_fid": ("val_fid_floor", "val_fid_untrained", "val_fid_gaussian", "val_fid_gmm"),
     "val_probe_accuracy": ("pixels_probe_accuracy", "sklearn_rbm_probe_accuracy"),
     "val_pll": ("sklearn_rbm_pll", "val_pll_untrained"),
@@ -28,8 +29,10 @@ BASELINES = {
     "val_heldout_lap_time": ("pursuit_heldout_lap_time",),
 }
 #: Metrics where lower is better (the rest: higher is better, or neither).
-LOWER_IS_BETTER = {"val_loss", "val_perplexity", "ngram_perplexity", "val_bits_per_char",
-                   "ngram_bits_per_char", "lzma_bits_per_char", "val_fid", "val_fid_floor",
+LOWER_IS_BETTER = {"val_loss", "val_perplexity", "ngram_perplexity", "ngram4_perplexity",
+                   "val_bits_per_char", "ngram_bits_per_char", "ngram4_bits_per_char",
+                   "lzma_bits_per_char", "val_metric_gap", "blind_bach_metric_gap",
+                   "val_metric_gap_untrained", "val_fid", "val_fid_floor",
                    "val_fid_untrained", "val_fid_gaussian", "val_fid_gmm",
                    "val_reconstruction", "val_lap_time_ratio",
                    *(f"{who}_{m}" for who in ("val", "pursuit", "random")

@@ -87,7 +87,8 @@ FAMILIES: dict[str, Family] = {
             config_class="TransformerConfig",
             recipe_module="training.recipes.transformer",
             metrics=("train_loss", "val_loss", "val_perplexity", "ngram_perplexity",
-                     "val_bits_per_char", "ngram_bits_per_char", "lzma_bits_per_char",
+                     "ngram4_perplexity", "val_bits_per_char", "ngram_bits_per_char",
+                     "ngram4_bits_per_char", "lzma_bits_per_char",
                      "tokens_per_second",
                      "learning_rate"),
             description="GPT-style decoder language model with a byte-level BPE tokenizer",
@@ -111,7 +112,8 @@ FAMILIES: dict[str, Family] = {
             config_class="RNNConfig",
             recipe_module="training.recipes.rnn",
             metrics=("train_loss", "val_loss", "val_perplexity", "ngram_perplexity",
-                     "val_bits_per_char", "ngram_bits_per_char", "lzma_bits_per_char",
+                     "ngram4_perplexity", "val_bits_per_char", "ngram_bits_per_char",
+                     "ngram4_bits_per_char", "lzma_bits_per_char",
                      "in_key_share",
                      "tokens_per_second", "learning_rate"),
             description="LSTM/GRU sequence model: continues melodies (Bach chorales by "
@@ -221,7 +223,8 @@ FAMILIES: dict[str, Family] = {
             metrics=("d_loss", "g_loss", *(f"val_{m}{suffix}" for m in (
                          "empty_bar_rate", "pitch_classes", "qualified_note_rate",
                          "tonal_distance") for suffix in ("", "_real", "_untrained")),
-                     "val_metric_gap", "val_metric_gap_untrained", "bars_per_second",
+                     "val_metric_gap", "val_metric_gap_untrained", "blind_bach_metric_gap",
+                     "bars_per_second",
                      "learning_rate"),
             description="MuseGAN-style conditional GAN: a melody in, alto, tenor and bass "
                         "out (Bach chorales by default, or four-part MIDI)",

@@ -10,7 +10,9 @@ Evaluation accompanies every held-out melody and measures the four tracks with t
 paper's metrics (empty bars, pitch classes per bar, qualified notes, tonal distance):
 `val_<metric>` for the generated accompaniment, `val_<metric>_real` for Bach's (the
 target) and `val_<metric>_untrained` for the untrained generator, plus `val_metric_gap`,
-how far the generated metrics are from the real ones.
+how far the generated metrics are from the real ones, beside the gap of a baseline that
+ignores the melody (`blind_bach_metric_gap`: under each held-out melody, the lower
+voices of a random training phrase).
 """
 
 from __future__ import annotations
@@ -27,10 +29,16 @@ import torch
 from training import distributed
 from training.artifact import write_artifact
 from training.config import TrainConfig
-from training.data import tokens as token_data
 from training.data.errors import DataError
 from training.data.folder import scan_folder
-from training.data.pianoroll import Piece, bundled_chorales, load_piece_folder, phrases
+from training.data.music import split_by_tune
+from training.data.pianoroll import (
+    Piece,
+    bundled_chorales,
+    load_piece_folder,
+    phrases,
+    piece_tune,
+)
 from training.evaluation.music import METRICS, metric_gap, music_metrics
 from training.loop import format_metrics, optimizer_step
 from training.models.formats.midi import write_tracks
@@ -49,6 +57,13 @@ FAMILY = "musegan"
 EVAL_PHRASES = 256  # held-out phrases accompanied per evaluation
 SAMPLE_PIECES, SAMPLE_BARS = 4, 8  # held-out melodies accompanied into samples/
 SAMPLES_PNG = "samples/pianoroll.png"
+
+
+def melody_blind_bach(held_out: np.ndarray, train: np.ndarray, seed: int) -> np.ndarray:
+    """The baseline that ignores the melody: each held-out phrase's melody over the lower
+    three voices of a random training phrase, Bach's own part-writing (rolls (N, 4, ...))."""
+    pick = np.random.default_rng(seed).integers(len(train), size=len(held_out))
+    return np.concatenate([held_out[:, :1], train[pick, 1:]], axis=1)
 
 
 def sample_tracks(piece_melody: list[tuple[int, int, int]], arranged: np.ndarray,
@@ -75,9 +90,10 @@ class Recipe:
             + f"{corpus.source} ({len(corpus.pieces)} pieces of {corpus.files} files)")
         if validation_dir is not None:
             train, val = corpus.pieces, load_piece_folder(scan_folder(validation_dir)).pieces
+            held_out_by = "the validation channel"
         else:
-            train, val = token_data.split(corpus.pieces, run.val_fraction, run.seed,
-                                          corpus.source)
+            train, val, held_out_by = split_by_tune(corpus.pieces, piece_tune, run.val_fraction,
+                                                    run.seed, corpus.source)
         n = model_cfg.n_bars
         x_train, x_val = phrases(train, n), phrases(val, n, stride=n)
         for name, x in (("training", x_train), ("held-out", x_val)):
@@ -96,6 +112,7 @@ class Recipe:
             "pieces": len(train) + len(val), "train_pieces": len(train),
             "validation_pieces": len(val), "train_phrases": len(x_train),
             "validation_phrases": len(self.x_val), "bars_per_phrase": n,
+            "held_out": held_out_by,
         }
 
         torch.manual_seed(run.seed)
@@ -113,6 +130,8 @@ class Recipe:
         self.references = {
             **{f"val_{m}_real": self.real[m] for m in METRICS},
             **{f"{k}_untrained": v for k, v in untrained.items()},
+            "blind_bach_metric_gap": metric_gap(music_metrics(
+                melody_blind_bach(self.x_val.numpy(), x_train, run.seed)), self.real),
         }
         parameters = sum(p.numel() for p in self.model.parameters())
         log(f"model: {parameters:,} parameters; data: {len(x_train):,} train / "

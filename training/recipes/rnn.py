@@ -26,6 +26,8 @@ from training.data.music import (
     bundled_chorales,
     in_key_share,
     load_midi_folder,
+    melody_tune,
+    split_by_tune,
 )
 from training.data.text import load_text_folder
 from training.models.formats.chat_template import CHAT_TEMPLATE_FILE, write_chat_template
@@ -55,7 +57,7 @@ class Recipe(SequenceRecipe):
             corpus = bundled_chorales() if scan is None else load_midi_folder(scan)
             log(("no train channel: using the " if scan is None else "train channel: ")
                 + f"{corpus.source} ({len(corpus.melodies)} melodies)")
-            train, val = self._music_splits(corpus, validation_dir)
+            train, val, self.held_out_by = self._music_splits(corpus, validation_dir)
             self.vocabulary = vocab = EventVocabulary()
             # <end> m1 <end> m2 ...: the end marker both closes and opens a melody.
             self.train_tokens = token_data.concat(
@@ -87,16 +89,21 @@ class Recipe(SequenceRecipe):
             "examples": examples, "train_tokens": len(self.train_tokens),
             "validation_tokens": len(self.val_tokens), "vocab_size": vocab_size,
         }
+        if self.modality == "music":
+            self.data_summary["held_out"] = self.held_out_by
         log(f"model: {self.model.num_parameters():,} parameters ({self.modality}); data: "
             f"{len(self.train_tokens):,} train / {len(self.val_tokens):,} held-out tokens; "
-            f"trigram baseline perplexity {self.baseline['ngram_perplexity']:.2f}")
+            f"baseline perplexity: trigram {self.baseline['ngram_perplexity']:.2f}, tuned "
+            f"4-gram {self.baseline['ngram4_perplexity']:.2f}")
 
     def _music_splits(self, corpus: MusicCorpus, validation_dir: Path | None
-                      ) -> tuple[list[list[Note]], list[list[Note]]]:
+                      ) -> tuple[list[list[Note]], list[list[Note]], str]:
+        """Training and held-out melodies, and how they were split."""
         if validation_dir is not None:
-            return corpus.melodies, load_midi_folder(scan_folder(validation_dir)).melodies
-        return token_data.split(corpus.melodies, self.run.val_fraction, self.run.seed,
-                                corpus.source)
+            return (corpus.melodies, load_midi_folder(scan_folder(validation_dir)).melodies,
+                    "the validation channel")
+        return split_by_tune(corpus.melodies, melody_tune, self.run.val_fraction,
+                             self.run.seed, corpus.source)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _, loss, _ = self.model(x, y)

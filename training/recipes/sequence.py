@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training import checkpoint, distributed
+from training import checkpoint, distributed, ngram
 from training.compression import lzma_bits_per_char
 from training.config import TrainConfig
 from training.data import tokens as token_data
@@ -26,7 +26,6 @@ from training.data.text import TextCorpus, load_text_folder
 from training.loop import optimizer_step
 from training.models.formats.notes import EventVocabulary, Note
 from training.models.formats.tokenizer import TextTokenizer
-from training.ngram import ngram_perplexity
 
 
 @dataclass(frozen=True)
@@ -112,12 +111,22 @@ class SequenceRecipe(ABC):
              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
             lr=run.learning_rate, betas=(0.9, 0.95))
         self.batches = torch.Generator().manual_seed(run.seed)
-        self.baseline = {"ngram_perplexity": ngram_perplexity(
-            self.train_tokens, self.val_tokens, vocab_size)}
+        self.baseline = self._ngram_baselines(vocab_size)
         if self.val_characters:
-            self.baseline["ngram_bits_per_char"] = self.bits_per_char(
-                math.log(self.baseline["ngram_perplexity"]))
             self.baseline.update(self.compressed or {})
+
+    def _ngram_baselines(self, vocab_size: int) -> dict[str, float]:
+        """The trigram's and the tuned 4-gram's held-out perplexity (and bits per
+        character), on exactly the targets `evaluate` scores the model on."""
+        targets = token_data.scored_targets(len(self.val_tokens), self.window,
+                                            self.run.eval_batches * self.run.batch_size)
+        out = {}
+        for name, fit in (("ngram", ngram.trigram), ("ngram4", ngram.tuned)):
+            nll = fit(self.train_tokens, vocab_size).nll(self.val_tokens)[targets - 1]
+            out[f"{name}_perplexity"] = ngram.perplexity(nll)
+            if self.val_characters:
+                out[f"{name}_bits_per_char"] = self.bits_per_char(float(nll.mean()))
+        return out
 
     def bits_per_char(self, nats_per_token: float) -> float:
         """A loss in nats per token as bits per character of the held-out text."""

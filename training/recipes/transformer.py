@@ -66,7 +66,8 @@ class Recipe(SequenceRecipe):
         }
         log(f"model: {self.model.num_parameters():,} parameters; "
             f"data: {len(self.train_tokens):,} train / {len(self.val_tokens):,} held-out tokens; "
-            f"trigram baseline perplexity {self.baseline['ngram_perplexity']:.1f}")
+            f"baseline perplexity: trigram {self.baseline['ngram_perplexity']:.1f}, tuned "
+            f"4-gram {self.baseline['ngram4_perplexity']:.1f}")
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _, loss = self.model(x, y)
