@@ -71,25 +71,48 @@ def test_bad_hyperparameters_say_what_to_change() -> None:
             DiffusionConfig(**changes).validate()  # type: ignore[arg-type]
 
 
-def test_the_loss_is_min_snr_weighted_per_image(tiny: tuple[PromptDiffusion, PromptTokens]
-                                               ) -> None:
+def test_the_preconditioned_loss_is_the_unets_own_error_at_every_noise_level(
+        tiny: tuple[PromptDiffusion, PromptTokens]) -> None:
     model, tokens = tiny
     schedule = noise_schedule(TINY)
     images = torch.rand(4, 3, 16, 16)
     ids, mask = tokens(["a red square"] * 4)
     t = torch.tensor([10, 10, 900, 900])
+
+    def loss(weighted: bool) -> torch.Tensor:
+        return diffusion_loss(model, schedule, images, ids, mask,
+                              torch.Generator().manual_seed(0), timesteps=t, reduce=False,
+                              weighted=weighted)
+
     with torch.no_grad():
-        each = diffusion_loss(model, schedule, images, ids, mask,
+        weighted, plain = loss(True), loss(False)
+        skip, scale = model.preconditioning(t)
+    assert weighted.shape == (4,)
+    # The clean picture's error over s_out²: what the UNet itself gets wrong, so a random
+    # UNet's loss is of one size at both noise levels while the picture's error is not.
+    assert torch.allclose(weighted, plain / scale.flatten() ** 2, rtol=1e-4)
+    assert float(plain[:2].max()) < 0.01 * float(plain[2:].min())
+    assert 0.5 < float(weighted[:2].mean() / weighted[2:].mean()) < 2.0
+    # Little noise: the input itself (skip near 1); much noise: the mean plus the UNet.
+    assert float(skip[0]) > 0.99 and float(skip[2]) < 0.05
+
+
+def test_v_prediction_is_min_snr_weighted() -> None:
+    cfg = DiffusionConfig(**{**TINY.__dict__, "prediction": "v_prediction"})
+    torch.manual_seed(0)
+    model = PromptDiffusion(cfg, ImageSpec(16, 3, ())).eval()
+    tokenizer = TextTokenizer.train(["a red square"], vocab_size=cfg.vocab_size)
+    ids, mask = PromptTokens(tokenizer, cfg.max_prompt_tokens)(["a red square"] * 4)
+    schedule = noise_schedule(cfg)
+    t = torch.tensor([10, 10, 900, 900])
+    with torch.no_grad():
+        each = diffusion_loss(model, schedule, torch.rand(4, 3, 16, 16), ids, mask,
                               torch.Generator().manual_seed(0), timesteps=t, reduce=False)
-        plain = diffusion_loss(PromptDiffusion(TINY, ImageSpec(16, 3, ())), schedule, images,
-                               ids, mask, torch.Generator().manual_seed(0), timesteps=t,
-                               reduce=False)
-    assert each.shape == (4,)
-    # At a low timestep the SNR is far above gamma: its weight gamma / snr is tiny.
+    # At a low timestep the SNR is far above gamma: its weight gamma / (snr + 1) is tiny.
     alphas = schedule.alphas_cumprod[t]
     snr = alphas / (1 - alphas)
-    assert float((snr[:2].clamp(max=TINY.snr_gamma) / snr[:2]).max()) < 0.01
-    assert torch.isfinite(plain).all() and float(each[:2].max()) < float(each[2:].min())
+    assert float((cfg.snr_gamma / (snr[:2] + 1)).max()) < 0.01
+    assert torch.isfinite(each).all() and float(each[:2].max()) < float(each[2:].min())
 
 
 def _one(model: PromptDiffusion, tokens: PromptTokens, prompt: str, seed: int,

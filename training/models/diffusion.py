@@ -38,7 +38,7 @@ from training.models.convnets import ImageSpec, load_image_model
 from training.models.formats.tokenizer import TOKENIZER_FILE, TextTokenizer
 
 SAMPLERS = ("dpm", "ddim")
-PREDICTIONS = ("epsilon", "v_prediction")
+PREDICTIONS = ("preconditioned", "v_prediction", "epsilon")
 
 
 @dataclass
@@ -51,8 +51,10 @@ class DiffusionConfig:
     text_layers: int = 2  # Transformer layers of the prompt encoder
     vocab_size: int = 384  # BPE vocabulary fitted to the captions
     max_prompt_tokens: int = 32  # longer prompts are refused at serving, cut in training
-    prediction: str = "v_prediction"  # what the UNet predicts: v_prediction or epsilon
-    snr_gamma: float = 5.0  # min-SNR loss weighting's cap (0: plain DDPM loss)
+    prediction: str = "preconditioned"  # the UNet's output: preconditioned, v_prediction, epsilon
+    snr_gamma: float = 5.0  # v_prediction and epsilon: min-SNR loss weighting's cap (0: none)
+    data_mean: tuple[float, ...] = (0.0, 0.0, 0.0)  # per channel, in [-1, 1] (set by training)
+    data_std: float = 0.5  # the images' spread about data_mean (set by training)
     condition_dropout: float = 0.1  # share of images trained with the empty prompt
     ema_decay: float = 0.999  # exponential moving average of the weights, used to sample
     sampler: str = "dpm"  # dpm (DPM-Solver++ 2M) or ddim
@@ -78,6 +80,7 @@ class DiffusionConfig:
         require(self.prediction in PREDICTIONS, "prediction",
                 f"must be one of {', '.join(PREDICTIONS)}")
         require(self.snr_gamma >= 0, "snr_gamma", "must be 0 (off) or positive")
+        require(self.data_std > 0, "data_std", "must be positive")
         require(0 <= self.condition_dropout < 1, "condition_dropout", "must be in [0, 1)")
         require(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
         require(self.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}")
@@ -111,6 +114,9 @@ class PromptEncoder(nn.Module):
 class PromptDiffusion(nn.Module):
     """The prompt encoder and the UNet, trained together."""
 
+    alphas_cumprod: torch.Tensor
+    grid_mean: torch.Tensor
+
     def __init__(self, cfg: DiffusionConfig, spec: ImageSpec) -> None:
         from diffusers import UNet2DConditionModel
 
@@ -121,6 +127,13 @@ class PromptDiffusion(nn.Module):
         channels = spec.channels * cfg.patch ** 2
         w = cfg.width
         # Attention costs most at the finest level; the prompt is read at the two coarser.
+        # The training schedule's ᾱ (preconditioning) and the data's per-channel mean on
+        # the UNet's grid (pixel_unshuffle keeps each channel's p² values together).
+        self.register_buffer("alphas_cumprod", noise_schedule(cfg).alphas_cumprod.float(),
+                             persistent=False)
+        self.register_buffer("grid_mean", torch.tensor(cfg.data_mean, dtype=torch.float32)
+                             .repeat_interleave(cfg.patch ** 2).view(1, -1, 1, 1),
+                             persistent=False)
         self.unet = UNet2DConditionModel(
             sample_size=cfg.image_size // cfg.patch, in_channels=channels,
             out_channels=channels, block_out_channels=(w, 2 * w, 3 * w),
@@ -143,18 +156,42 @@ class PromptDiffusion(nn.Module):
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-        """The UNet's prediction for noisy grids x at timesteps t (B,) under prompts."""
+        """The prediction for noisy grids x at timesteps t (B,) under prompts: of the clean
+        grid when `preconditioned` (what the samplers read as prediction_type "sample"),
+        else the UNet's own output (v or the noise)."""
         hidden = self.text(ids, mask)
         unet = cast(nn.Module, self.unet)  # a torch module (diffusers types it apart)
-        return unet(x, t, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
+        out = unet(x, t, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
+        if self.cfg.prediction != "preconditioned":
+            return out
+        skip, scale = self.preconditioning(t)
+        mean = self.grid_mean.to(x.dtype)
+        return mean + skip * (x / self.alpha(t) - mean) + scale * out
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """√ᾱ_t, as (B, 1, 1, 1)."""
+        return self.alphas_cumprod.to(t.device)[t].sqrt().view(-1, 1, 1, 1)
+
+    def preconditioning(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """EDM's (Karras et al. 2022) skip and output weights at timesteps t: with s the
+        noise-to-signal ratio σ_t/√ᾱ_t and σ_d the data's spread, the clean grid is read as
+        mean + s_skip·(x/√ᾱ - mean) + s_out·UNet, s_skip = σ_d²/(s² + σ_d²) and s_out =
+        s·σ_d/√(s² + σ_d²). At low noise that is the input plus a small correction, at
+        high noise the mean plus the UNet's picture, and the UNet's target has unit
+        variance throughout. Each (B, 1, 1, 1)."""
+        abar = self.alphas_cumprod.to(t.device)[t].view(-1, 1, 1, 1)
+        s2 = (1.0 - abar) / abar
+        d2 = self.cfg.data_std ** 2
+        return d2 / (s2 + d2), (s2 * d2 / (s2 + d2)).sqrt()
 
 
 def noise_schedule(cfg: DiffusionConfig) -> Any:
     """The training schedule (DDPM, cosine betas), which the samplers are made from."""
     from diffusers import DDPMScheduler
 
+    prediction = "sample" if cfg.prediction == "preconditioned" else cfg.prediction
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                         prediction_type=cfg.prediction, clip_sample=False)
+                         prediction_type=prediction, clip_sample=False)
 
 
 def make_sampler(cfg: DiffusionConfig, kind: str, steps: int) -> Any:
@@ -185,18 +222,28 @@ def diffusion_loss(model: PromptDiffusion, schedule: Any, images: torch.Tensor,
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     noisy = schedule.add_noise(x0, noise, timesteps)
-    if model.cfg.prediction == "v_prediction":
+    prediction = model.cfg.prediction
+    if prediction == "v_prediction":
         target = schedule.get_velocity(x0, noise, timesteps)
     else:
-        target = noise
+        target = x0 if prediction == "preconditioned" else noise
     error = (model.denoise(noisy, timesteps, ids, mask) - target).pow(2).flatten(1).mean(1)
+    if prediction == "preconditioned":
+        # EDM's weighting, 1/s_out²: the UNet's own error, at every noise level alike.
+        _, scale = model.preconditioning(timesteps)
+        return _reduced(error / scale.flatten().pow(2) if weighted else error, reduce)
     gamma = model.cfg.snr_gamma
     if gamma > 0 and weighted:
         alphas = schedule.alphas_cumprod.to(x0.device)[timesteps]
         snr = alphas / (1.0 - alphas)
-        capped = snr.clamp(max=gamma)
-        error = error * (capped / (snr + 1.0) if model.cfg.prediction == "v_prediction"
-                         else capped / snr)
+        # Min-SNR-γ: the clean image's error weighted by min(SNR, γ) (v: min(SNR + 1, γ),
+        # so the mean is still learnt where the SNR is near 0).
+        error = error * ((snr + 1.0).clamp(max=gamma) / (snr + 1.0) if prediction ==
+                         "v_prediction" else snr.clamp(max=gamma) / snr)
+    return _reduced(error, reduce)
+
+
+def _reduced(error: torch.Tensor, reduce: bool) -> torch.Tensor:
     return error.mean() if reduce else error
 
 

@@ -21,16 +21,17 @@ import functools
 import json
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.optim.swa_utils import AveragedModel
 
 from training import checkpoint, distributed
 from training.artifact import write_artifact
+from training.averaging import moving_average
 from training.config import TrainConfig
 from training.data.captions import load_captioned_folder
 from training.data.errors import DataError
@@ -63,18 +64,6 @@ VAL_LOSS_IMAGES, VAL_LOSS_TIMESTEPS = 256, (50, 200, 400, 600, 800, 950)
 JUDGE_SCENES, FID_IMAGES = 6000, 256
 
 
-def _ema(decay: float) -> Callable[..., None]:
-    """The moving average's update, with the usual warm-up: early on the average follows
-    the weights closely (decay (1 + n) / (10 + n) until that reaches ``decay``)."""
-
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
-               n: torch.Tensor) -> None:
-        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
-        torch._foreach_lerp_(averaged, current, 1.0 - d)
-
-    return update
-
-
 def _square(images: np.ndarray, size: int) -> np.ndarray:
     """(N, H, W, C) uint8 -> (N, size, size, C): centre-cropped to a square, resized."""
     _, h, w, c = images.shape
@@ -88,6 +77,16 @@ def _square(images: np.ndarray, size: int) -> np.ndarray:
         out.append(np.asarray(pil.resize((size, size), Image.Resampling.LANCZOS)))
     stacked = np.stack(out)
     return stacked[..., None] if c == 1 else stacked
+
+
+def _pixel_statistics(images: torch.Tensor) -> dict[str, Any]:
+    """The training images' per-channel mean and spread about it, in the UNet's [-1, 1]
+    (the model's preconditioning reads them)."""
+    x = images.float() / 127.5 - 1.0
+    mean = x.mean(dim=(0, 2, 3))
+    std = (x - mean.view(1, -1, 1, 1)).pow(2).mean().sqrt()
+    return {"data_mean": tuple(round(float(m), 6) for m in mean),
+            "data_std": round(max(float(std), 1e-3), 6)}
 
 
 @functools.cache
@@ -147,6 +146,7 @@ class Recipe:
                               classes=())
         # Pixels stay uint8 (N, C, S, S) until a batch is drawn.
         self.x_train = torch.from_numpy(np.ascontiguousarray(train_images.transpose(0, 3, 1, 2)))
+        self.cfg = model_cfg = replace(model_cfg, **_pixel_statistics(self.x_train))
         self.x_val = torch.from_numpy(np.ascontiguousarray(val_images.transpose(0, 3, 1, 2)))
         flat = [c for cs in captions for c in cs]
         ids, mask = self.tokens(flat)
@@ -166,7 +166,7 @@ class Recipe:
 
         torch.manual_seed(run.seed)
         self.model = PromptDiffusion(model_cfg, self.spec).to(device)
-        self.ema = AveragedModel(self.model, multi_avg_fn=_ema(model_cfg.ema_decay))
+        self.ema = moving_average(self.model, model_cfg.ema_decay)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=run.learning_rate,
                                            weight_decay=run.weight_decay)
         self.schedule = noise_schedule(model_cfg)
