@@ -69,9 +69,9 @@ class VAEHandler(ImageHandler):
     def sample_batch(self, group: list[Decoded], generators: list[torch.Generator]
                      ) -> list[tuple[torch.Tensor, dict[str, Any]]]:
         sizes = [d.request.n for d in group]  # type: ignore[attr-defined]
-        z = torch.cat([torch.randn((n, self.model.latent_dim), generator=g, device=self.device)
-                       for n, g in zip(sizes, generators, strict=True)])
         classes = [self.classes_for(d, n) for d, n in zip(group, sizes, strict=True)]
+        z = torch.cat([self.model.prior_codes(n, c, g)
+                       for n, c, g in zip(sizes, classes, generators, strict=True)])
         y = None if classes[0] is None else torch.cat(classes)  # type: ignore[arg-type]
         return self.split(self.model.render(z, y), sizes,
                           [{"class": d.label} for d in group])

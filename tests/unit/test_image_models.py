@@ -48,6 +48,37 @@ def test_vae_elbo_sample_reconstruct_interpolate() -> None:
     assert vae.best_class(x) is not None
 
 
+def test_vae_samples_from_a_mixture_fitted_to_each_class_codes() -> None:
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(width=8, latent_dim=3, prior_components=1), DIGITS).eval()
+    x = torch.rand(60, 1, 8, 8)
+    y = torch.arange(60) % 3  # classes 0-2 only: 3-9 have no images and keep N(0, I)
+    vae.fit_prior(x, y, seed=0)
+    codes = vae.encode(x, y)[0].double()
+    for c in range(3):  # one component: the class's codes' own mean and covariance
+        mine = codes[y == c]
+        assert torch.allclose(vae.prior_means[c, 0].double(), mine.mean(0), atol=1e-5)
+        scale = vae.prior_scales[c, 0].double()
+        covariance = torch.cov(mine.T, correction=0) + 1e-4 * torch.eye(3)
+        assert torch.allclose(scale @ scale.T, covariance, atol=1e-5)
+    assert torch.equal(vae.prior_means[5], torch.zeros(1, 3))
+    # Draws follow the fitted density, and the same seed gives the same codes.
+    g = torch.Generator().manual_seed(1)
+    drawn = vae.prior_codes(4000, torch.full((4000,), 1), g).double()
+    assert torch.allclose(drawn.mean(0), codes[y == 1].mean(0), atol=0.05)
+    again = vae.prior_codes(5, torch.full((5,), 1), torch.Generator().manual_seed(2))
+    assert torch.equal(again, vae.prior_codes(5, torch.full((5,), 1),
+                                              torch.Generator().manual_seed(2)))
+    # More components than a class has pairs of images: the rest get no weight.
+    wide = VAE(VAEConfig(width=8, latent_dim=3, prior_components=8), DIGITS).eval()
+    wide.fit_prior(x[:10], y[:10], seed=0)  # 4, 3 and 3 images: 2, 1 and 1 components
+    weights = torch.softmax(wide.prior_logits[0], 0)
+    assert (weights[:2] > 0).all() and (weights[2:] == 0).all()
+    assert wide.sample(3, torch.tensor([0, 1, 7])).shape == (3, 1, 8, 8)
+    with pytest.raises(HyperparameterError, match="prior_components"):
+        VAEConfig(prior_components=-1).validate()
+
+
 def test_autoencoder_codes_and_errors() -> None:
     ae = Autoencoder(AutoencoderConfig(width=8, latent_dim=3), COLOUR).eval()
     x = torch.rand(4, 3, 16, 16)

@@ -296,7 +296,7 @@ FAMILIES: dict[str, Family] = {
                 "learning_rate": continuous(2e-4, 2e-3, "Logarithmic"),
                 "width": categorical("32", "48", "64", "96"),
                 "condition_dropout": continuous(0.05, 0.2),
-                "snr_gamma": continuous(1.0, 8.0),
+                "layers_per_block": categorical("1", "2"),
             }),
             # About 15 minutes of training on 2 CPU cores, evaluated once at the end
             # (the prompt-detail evaluation draws ~800 pictures).

@@ -7,7 +7,10 @@ loss. What makes it train reliably on small data:
 - spectral normalisation of every D layer (Miyato et al. 2018) bounds D's Lipschitz constant;
 - one-sided label smoothing (Salimans et al. 2016): real targets are 1 - label_smoothing;
 - a projection discriminator (Miyato & Koyama 2018) for the class: D(x, y) = ψ(φ(x)) +
-  embed(y)·φ(x), so the class enters as an inner product instead of a concatenation.
+  embed(y)·φ(x), so the class enters as an inner product instead of a concatenation;
+- the generator that samples (and that the artifact keeps) is an exponential moving average
+  of the trained one's weights and batch-norm statistics (Karras et al. 2018, Yazıcı et al.
+  2019), which smooths out the oscillation of adversarial updates.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class GANConfig:
     label_smoothing: float = 0.1  # one-sided: D's target for real images is 1 - this
     spectral_norm: bool = True  # spectral normalisation of the discriminator's layers
     beta1: float = 0.5  # Adam's first-moment decay for both networks (DCGAN's choice)
+    ema_decay: float = 0.999  # the generator that samples is a moving average of its
+    # weights (Karras et al. 2018; 0: the last weights)
 
     def validate(self) -> None:
         check_image_size(self.image_size)
@@ -49,6 +54,7 @@ class GANConfig:
         require(self.d_width >= 4, "d_width", "must be at least 4")
         require(0 <= self.label_smoothing < 0.5, "label_smoothing", "must be in [0, 0.5)")
         require(0 <= self.beta1 < 1, "beta1", "must be in [0, 1)")
+        require(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
 
 
 class Generator(nn.Module):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
 from training import checkpoint, distributed
+from training.averaging import moving_average
 from training.loop import optimizer_step
 from training.models.gan import GAN, GANConfig
 from training.recipes.image import ImageRecipe, Sampler
@@ -34,13 +38,31 @@ class Recipe(ImageRecipe):
         self.d_opt = torch.optim.Adam(self.model.discriminator.parameters(),
                                       lr=self.run.learning_rate, betas=betas)
         self.noise_rng = torch.Generator(device=self.device).manual_seed(self.run.seed + 3)
+        self.averaged = moving_average(self.model.generator, self.cfg.ema_decay, buffers=True) \
+            if self.cfg.ema_decay else None
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.model]
 
     def training_state(self) -> dict[str, checkpoint.Stateful]:
-        return {"model": self.model, "g_optimizer": self.g_opt, "d_optimizer": self.d_opt,
-                "noise": self.noise_rng}
+        state: dict[str, checkpoint.Stateful] = {
+            "model": self.model, "g_optimizer": self.g_opt, "d_optimizer": self.d_opt,
+            "noise": self.noise_rng}
+        if self.averaged is not None:
+            state["averaged_generator"] = self.averaged
+        return state
+
+    @contextlib.contextmanager
+    def sampling(self) -> Iterator[GAN]:
+        """The GAN with the averaged generator in place, once it has averaged anything
+        (an artifact's weights, loaded by rebuild, are already the average)."""
+        trained = self.model.generator
+        if self.averaged is not None and int(self.averaged.n_averaged) > 0:
+            self.model.generator = self.averaged.module  # type: ignore[assignment]
+        try:
+            yield self.model.eval()
+        finally:
+            self.model.generator = trained
 
     def reference_metrics(self) -> dict[str, float]:
         return {"val_fid_floor": self.fid_floor(),
@@ -62,17 +84,20 @@ class Recipe(ImageRecipe):
         self._step(self.d_opt, d_loss, lr)
         g_loss = self.model.g_loss(fake, y)
         self._step(self.g_opt, g_loss, lr)
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model.generator)
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "images": float(len(x))}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        self.model.eval()
         generator = torch.Generator(device=self.device).manual_seed(self.run.seed + 1)
-        generated = self.model.sample(EVAL_SAMPLES, self.class_batch(EVAL_SAMPLES), generator)
+        with self.sampling() as gan:
+            generated = gan.sample(EVAL_SAMPLES, self.class_batch(EVAL_SAMPLES), generator)
         return self.fid_metrics(generated)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return dict(self.model.state_dict())
+        with self.sampling() as gan:
+            return dict(gan.state_dict())
 
     def sampler(self) -> Sampler:
         return self._differentiable_samples
@@ -85,4 +110,5 @@ class Recipe(ImageRecipe):
     @torch.no_grad()
     def samples(self) -> np.ndarray:
         generator = torch.Generator(device=self.device).manual_seed(self.run.seed)
-        return self.model.sample(64, self.class_batch(64), generator).cpu().numpy()
+        with self.sampling() as gan:
+            return gan.sample(64, self.class_batch(64), generator).cpu().numpy()

@@ -49,6 +49,8 @@ class Recipe(ImageRecipe):
         generator = torch.Generator(device=self.device).manual_seed(self.run.seed + 1)
         y_val = self.y_val if self.conditional else None
         rec, kl = self.model.elbo_terms(self.x_val, y_val, generator=generator)
+        self.model.fit_prior(self.x_train, self.y_train if self.conditional else None,
+                             seed=self.run.seed)
         generated = self.model.sample(EVAL_SAMPLES, self.class_batch(EVAL_SAMPLES), generator)
         return {"val_loss": float((rec + kl).mean()), **self.fid_metrics(generated)}
 
@@ -61,7 +63,7 @@ class Recipe(ImageRecipe):
     def _differentiable_samples(self, n: int, y: torch.Tensor | None, noise: torch.Generator
                                 ) -> tuple[torch.Tensor, torch.optim.Optimizer]:
         """The decoder's mean images of prior draws."""
-        z = torch.randn((n, self.model.latent_dim), generator=noise, device=self.device)
+        z = self.model.prior_codes(n, y, noise)
         return torch.sigmoid(self.model.decode(z, y)), self.optimizer
 
     @torch.no_grad()
