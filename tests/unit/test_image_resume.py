@@ -27,7 +27,7 @@ def quiet(_: str) -> None:
 #: the GAN's, in one module), optimizers (both of the GAN's), generators (data position,
 #: noise) and the RBM's persistent chains. The schedule is a function of the step.
 STATE = {
-    "gan": {"batches", "model", "g_optimizer", "d_optimizer", "noise"},
+    "gan": {"batches", "model", "g_optimizer", "d_optimizer", "noise", "averaged_generator"},
     "vae": {"batches", "model", "optimizer"},
     "rbm": {"batches", "model", "optimizer", "gibbs", "chains"},
     "autoencoder": {"batches", "model", "optimizer"},
@@ -84,9 +84,13 @@ def test_resume_matches_an_uninterrupted_run(family: str, digits_dir: Path, midi
         assert any(k.startswith("model/discriminator.") for k in saved)
         assert any(k.startswith("g_optimizer/state/") for k in saved)
         assert any(k.startswith("d_optimizer/state/") for k in saved)
+        assert any(k.startswith("averaged_generator/") for k in saved)
 
     resumed, lines = recipe(), []
     fit(resumed, run, log=lines.append, checkpoints=tmp_path, fingerprint=fingerprint)
     assert "resumed from the checkpoint at step 1" in lines
     for key, value in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
+    if family == "gan":  # its averaged generator, which samples, resumes exactly too
+        for key, value in straight.tensors().items():
+            assert torch.equal(resumed.tensors()[key], value), key
